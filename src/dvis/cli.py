@@ -1,0 +1,39 @@
+"""The ``dvis`` command. Each area registers its own sub-commands (``register(subparsers)``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dvis.errors import DVISError
+
+# Modules that define ``register(subparsers)``; each adds one or more sub-commands.
+COMMAND_MODULES = [
+    "dvis.modeling.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dvis", description="Decoupled Video Instance Segmentation")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DVISError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

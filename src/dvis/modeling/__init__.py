@@ -1,0 +1,1 @@
+"""dvis.modeling"""
