@@ -10,7 +10,6 @@ from dvis.errors import DVISError
 
 # Modules that define ``register(subparsers)``; each adds one or more sub-commands.
 COMMAND_MODULES = [
-    "dvis.modeling.commands",
 ]
 
 
