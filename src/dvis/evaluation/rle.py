@@ -1,0 +1,82 @@
+"""Per-frame mask encodings as pycocotools RLEs.
+
+Every segmentation the evaluators touch is normalised to a *compressed* COCO RLE
+(``{"size": [H, W], "counts": bytes}``) or ``None`` for "no mask on this frame".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_api
+
+from dvis.errors import DataError
+
+
+def to_rle(segm: Any, height: int, width: int, where: str) -> dict | None:
+    """Normalise one frame's segmentation (RLE / uncompressed RLE / polygons / null) to RLE.
+
+    ``where`` names the file, entry and field for error messages.
+    Falsy values (``None``, ``{}``, ``[]``) mean "no mask on this frame", as in the public code.
+    """
+    if not segm:
+        return None
+    if isinstance(segm, list):  # polygons
+        try:
+            return mask_api.merge(mask_api.frPyObjects(segm, height, width))
+        except Exception as err:  # noqa: BLE001 - pycocotools raises bare errors
+            raise DataError(f"{where}: polygon list cannot be converted to a mask ({err})") from err
+    if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
+        raise DataError(f"{where}: expected a COCO RLE {{'size': [H, W], 'counts': ...}}, polygons or null, "
+                        f"got {type(segm).__name__}")
+    size = segm["size"]
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or [int(size[0]), int(size[1])] != [height, width]:
+        raise DataError(f"{where}: mask size {size} differs from the video's [height, width] = "
+                        f"[{height}, {width}]")
+    counts = segm["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        return mask_api.frPyObjects(segm, height, width)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise DataError(f"{where}: RLE 'counts' must be a string or a list of ints")
+    return {"size": [height, width], "counts": counts}
+
+
+def empty_rle(height: int, width: int) -> dict:
+    """RLE of an all-zero (H, W) mask."""
+    return mask_api.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """(T, H, W) bool/uint8 masks -> T compressed RLEs with ``str`` counts (JSON-ready)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise DataError(f"masks must have shape (T, H, W), got {masks.shape}")
+    rles = mask_api.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def areas(rles: list[dict]) -> np.ndarray:
+    """Pixel counts of a list of RLEs, (N,) float64 (empty list -> empty array)."""
+    if not rles:
+        return np.zeros((0,), dtype=np.float64)
+    return np.asarray(mask_api.area(rles), dtype=np.float64)
+
+
+def intersections(d_rles: list[dict], g_rles: list[dict], d_areas: np.ndarray,
+                  g_areas: np.ndarray) -> np.ndarray:
+    """Exact pixel intersections (D, G) of two lists of same-size RLEs.
+
+    pycocotools returns IoU = I / (A + B - I); I = IoU (A + B) / (1 + IoU) recovers the integer
+    intersection up to ~1e-10, so rounding gives it exactly (areas are far below 2**40).
+    """
+    if not d_rles or not g_rles:
+        return np.zeros((len(d_rles), len(g_rles)), dtype=np.float64)
+    iou = np.asarray(mask_api.iou(d_rles, g_rles, [0] * len(g_rles)), dtype=np.float64)
+    iou = iou.reshape(len(d_rles), len(g_rles))
+    total = d_areas[:, None] + g_areas[None, :]
+    return np.rint(iou * total / (1.0 + iou))

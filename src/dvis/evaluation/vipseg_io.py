@@ -1,0 +1,128 @@
+"""Reading VIPSeg-style panoptic video sets (JSON + RGB-encoded PNGs), as the public scripts do.
+
+Layout (as ``utils/eval_vpq_vspw.py`` / ``eval_stq_vspw.py`` read it):
+
+* ground-truth JSON: ``videos`` (``video_id``, ``images`` with ``file_name``), ``annotations``
+  (per video: ``video_id`` and a per-frame list with ``segments_info``), ``categories``
+  (``id``, ``isthing``);
+* ``GT_DIR/<video_id>/<file_name>`` and ``PRED_DIR/pan_pred/<video_id>/<file_name>``: RGB PNGs,
+  id = R + 256 G + 65536 B, 0 = void;
+* ``PRED_DIR/pred.json``: ``{"annotations": [{"video_id", "annotations": [{"segments_info"}]}]}``.
+
+Frames pair by *position*: the i-th image of a video, the i-th ground-truth annotation and the
+i-th predicted annotation (file names inside the annotation lists are not used).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from dvis.errors import DataError
+
+
+@dataclass
+class PanopticFrame:
+    gt_ids: np.ndarray  # (H, W) uint32 panoptic ids
+    pred_ids: np.ndarray  # (H, W) uint32
+    gt_segments: list  # segments_info of the ground truth
+    pred_segments: list  # segments_info of the prediction
+
+
+@dataclass
+class PanopticSet:
+    gt_json: dict
+    pred_json: dict
+    gt_dir: Path
+    pred_png_dir: Path
+    source: str
+
+    @property
+    def categories(self) -> dict:
+        return {c["id"]: c for c in self.gt_json["categories"]}
+
+    @property
+    def video_ids(self) -> list:
+        return [v["video_id"] for v in self.gt_json["videos"]]
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: file not found") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+
+
+def read_id_png(path: Path) -> np.ndarray:
+    """RGB PNG -> (H, W) uint32 ids (R + 256 G + 65536 B)."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint32)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: panoptic PNG not found") from err
+    except OSError as err:
+        raise DataError(f"{path}: not a readable image ({err})") from err
+    return rgb[:, :, 0] + rgb[:, :, 1] * 256 + rgb[:, :, 2] * 65536
+
+
+def _check_keys(data: dict, keys: tuple, where: str) -> None:
+    for key in keys:
+        if key not in data:
+            raise DataError(f"{where}: missing field '{key}'")
+
+
+def open_set(gt_json: str | Path, gt_dir: str | Path, pred_dir: str | Path,
+             pred_json: str | Path | None = None) -> PanopticSet:
+    """Load the two JSON files of a set; PNGs are read lazily per video."""
+    gt_path = Path(gt_json)
+    pred_path = Path(pred_json) if pred_json else Path(pred_dir) / "pred.json"
+    gt = _load_json(gt_path)
+    pred = _load_json(pred_path)
+    _check_keys(gt, ("videos", "annotations", "categories"), str(gt_path))
+    _check_keys(pred, ("annotations",), str(pred_path))
+    return PanopticSet(gt, pred, Path(gt_dir), Path(pred_dir) / "pan_pred", str(pred_path))
+
+
+def _annotations_by_video(annotations: list, where: str) -> dict:
+    by_video = {}
+    for i, entry in enumerate(annotations):
+        _check_keys(entry, ("video_id", "annotations"), f"{where}: annotations[{i}]")
+        by_video[entry["video_id"]] = entry["annotations"]
+    return by_video
+
+
+def iter_videos(pset: PanopticSet) -> Iterator[tuple[str, list[PanopticFrame]]]:
+    """Yield (video_id, frames) in the ground truth's video order."""
+    gt_by_video = _annotations_by_video(pset.gt_json["annotations"], "ground truth")
+    pred_by_video = _annotations_by_video(pset.pred_json["annotations"], pset.source)
+    for v_idx, video in enumerate(pset.gt_json["videos"]):
+        _check_keys(video, ("video_id", "images"), f"ground truth: videos[{v_idx}]")
+        video_id = video["video_id"]
+        if video_id not in gt_by_video:
+            raise DataError(f"ground truth: video {video_id!r} has no entry in 'annotations'")
+        if video_id not in pred_by_video:
+            raise DataError(f"{pset.source}: no predictions for video {video_id!r}")
+        gt_frames, pred_frames = gt_by_video[video_id], pred_by_video[video_id]
+        if len(gt_frames) != len(pred_frames):
+            raise DataError(f"{pset.source}: video {video_id!r} has {len(pred_frames)} predicted frames, "
+                            f"the ground truth {len(gt_frames)}")
+        frames = []
+        for f, (image, gt_ann, pred_ann) in enumerate(zip(video["images"], gt_frames, pred_frames)):
+            name = image["file_name"]
+            gt_ids = read_id_png(pset.gt_dir / video_id / name)
+            pred_ids = read_id_png(pset.pred_png_dir / video_id / name)
+            if gt_ids.shape != pred_ids.shape:
+                raise DataError(f"{pset.pred_png_dir / video_id / name}: size {pred_ids.shape} differs from "
+                                f"the ground truth's {gt_ids.shape}")
+            _check_keys(pred_ann, ("segments_info",), f"{pset.source}: video {video_id!r} frame {f}")
+            _check_keys(gt_ann, ("segments_info",), f"ground truth: video {video_id!r} frame {f}")
+            frames.append(PanopticFrame(gt_ids, pred_ids, gt_ann["segments_info"], pred_ann["segments_info"]))
+        yield video_id, frames

@@ -1,0 +1,172 @@
+"""Reading YouTube-VIS / OVIS ground truth and results files into evaluation records.
+
+Mirrors what the public ``YTVOS`` / ``loadRes`` do, with clear errors instead of asserts:
+ground-truth ``avg_area`` is the mean of the truthy entries of the annotation's ``areas``
+(null and 0 skipped, 0 when none); a result's areas come from its masks; result ids are the
+1-based positions in the results list; results of categories absent from the ground truth's
+``categories`` are dropped; a result for a video the ground truth lacks is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dvis.errors import DataError
+from dvis.evaluation import rle as rle_ops
+from dvis.evaluation.occlusion import occlusion_level
+
+
+@dataclass
+class Video:
+    id: Any
+    height: int
+    width: int
+    length: int
+
+
+@dataclass
+class Track:
+    """One ground-truth object or one detection: a mask (or None) per frame."""
+
+    id: int
+    video_id: Any
+    category_id: Any
+    rles: list  # T entries: compressed RLE dict or None
+    avg_area: float
+    score: float = 0.0
+    iscrowd: bool = False
+    occlusion: str | None = None
+
+
+@dataclass
+class GroundTruth:
+    videos: dict  # id -> Video, in sorted id order
+    categories: list  # category dicts sorted by id
+    tracks: list = field(default_factory=list)  # Track, in file order
+
+    @property
+    def category_ids(self) -> list:
+        return [c["id"] for c in self.categories]
+
+
+def _load_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: file not found") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+
+
+def _require(entry: dict, key: str, where: str) -> Any:
+    if key not in entry:
+        raise DataError(f"{where}: missing field '{key}'")
+    return entry[key]
+
+
+def _mean_truthy(values: list) -> float:
+    kept = [v for v in values if v]
+    return float(np.array(kept).mean()) if kept else 0.0
+
+
+def _video_from(entry: Any, where: str) -> Video:
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
+    vid = _require(entry, "id", where)
+    height = int(_require(entry, "height", where))
+    width = int(_require(entry, "width", where))
+    if "file_names" in entry:
+        length = len(entry["file_names"])
+    else:
+        length = int(_require(entry, "length", f"{where} (neither 'file_names' nor 'length')"))
+    return Video(vid, height, width, length)
+
+
+def _frame_rles(segms: Any, video: Video, where: str) -> list:
+    if not isinstance(segms, list):
+        raise DataError(f"{where}: field 'segmentations' must be a list (one entry per frame), "
+                        f"got {type(segms).__name__}")
+    if len(segms) != video.length:
+        raise DataError(f"{where}: field 'segmentations' has {len(segms)} frames but video "
+                        f"{video.id!r} has {video.length}")
+    return [rle_ops.to_rle(s, video.height, video.width, f"{where}: segmentations[{f}]")
+            for f, s in enumerate(segms)]
+
+
+def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth:
+    """YouTube-VIS-format dict -> :class:`GroundTruth` (validates every field it uses)."""
+    if not isinstance(data, dict):
+        raise DataError(f"{source}: expected a JSON object with 'videos', 'annotations', 'categories'")
+    for key in ("videos", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{source}: missing or non-list field '{key}'")
+    videos = [_video_from(v, f"{source}: videos[{i}]") for i, v in enumerate(data["videos"])]
+    by_id = {v.id: v for v in sorted(videos, key=lambda v: v.id)}
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    gt = GroundTruth(videos=by_id, categories=categories)
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise DataError(f"{where}: expected an object")
+        video_id = _require(ann, "video_id", where)
+        if video_id not in by_id:
+            raise DataError(f"{where}: field 'video_id' = {video_id!r} is not in 'videos'")
+        video = by_id[video_id]
+        areas = _require(ann, "areas", where)
+        if not isinstance(areas, list):
+            raise DataError(f"{where}: field 'areas' must be a list")
+        gt.tracks.append(Track(
+            id=_require(ann, "id", where), video_id=video_id,
+            category_id=_require(ann, "category_id", where),
+            rles=_frame_rles(_require(ann, "segmentations", where), video, where),
+            avg_area=_mean_truthy(areas), iscrowd=bool(ann.get("iscrowd", 0)),
+            occlusion=occlusion_level(ann, where)))
+    return gt
+
+
+def load_ground_truth(path: str | Path) -> GroundTruth:
+    return parse_ground_truth(_load_json(path), str(path))
+
+
+def _score(entry: dict, where: str) -> float:
+    score = _require(entry, "score", where)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+        raise DataError(f"{where}: field 'score' must be a number, got {score!r}")
+    return float(score)
+
+
+def parse_results(entries: Any, gt: GroundTruth, source: str = "<results>") -> list[Track]:
+    """Results list -> detections (ids = 1-based positions; unknown categories dropped)."""
+    if not isinstance(entries, list):
+        raise DataError(f"{source}: expected a JSON list of results, got {type(entries).__name__}")
+    known_categories = set(gt.category_ids)
+    dets = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: entry {i}"
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
+        video_id = _require(entry, "video_id", where)
+        if video_id not in gt.videos:
+            raise DataError(f"{where}: field 'video_id' = {video_id!r} is not a video of the ground truth")
+        category_id = _require(entry, "category_id", where)
+        score = _score(entry, where)
+        rles = _frame_rles(_require(entry, "segmentations", where), gt.videos[video_id], where)
+        if category_id not in known_categories:
+            continue
+        present = [r for r in rles if r is not None]
+        avg_area = _mean_truthy(list(rle_ops.areas(present))) if present else 0.0
+        dets.append(Track(id=i + 1, video_id=video_id, category_id=category_id, rles=rles,
+                          avg_area=avg_area, score=score))
+    return dets
+
+
+def load_results(path: str | Path, gt: GroundTruth) -> list[Track]:
+    return parse_results(_load_json(path), gt, str(path))
