@@ -1,0 +1,252 @@
+"""The DVIS video model: segmenter + referring tracker + temporal refiner, four inference modes.
+
+Modes (SPEC sections 1, 5):
+
+``minvis``       segmenter queries linked by Hungarian matching only (the MinVIS baseline).
+``online``       the referring tracker, window by window; one class per object from the
+                 tracker's logits averaged over all frames.
+``offline``      the tracker over the whole video, then the temporal refiner over the whole
+                 video; scores are the elementwise max of refiner and online probabilities.
+``semi-online``  the tracker over the whole video, the refiner per clip of ``clip_len`` frames;
+                 the refiner's per-clip logits are averaged over frames (each clip weighted by its
+                 length), then combined with the online probabilities as in ``offline``.
+
+Tasks: ``vis`` (instances), ``vps`` (panoptic), ``vss`` (semantic); only post-processing differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dvis.errors import InputError
+from dvis.modeling.minvis import minvis_match
+from dvis.modeling.postprocess import (
+    VISResult,
+    VPSResult,
+    VSSResult,
+    vis_postprocess,
+    vps_postprocess,
+    vss_postprocess,
+)
+from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
+from dvis.modeling.segmenter import Mask2FormerSegmenter, SegmenterConfig
+from dvis.modeling.tracker import ReferringTracker, TrackerConfig
+
+MODES = ("minvis", "online", "offline", "semi-online")
+TASKS = ("vis", "vps", "vss")
+
+
+@dataclass
+class InferenceConfig:
+    mode: str = "offline"
+    task: str = "vis"
+    clip_len: int = 0  # semi-online clip length in frames
+    window_size: int = 30  # frames per segmenter call (memory only; results identical)
+    max_num: int = 20  # VIS: instances kept per video
+    object_mask_threshold: float = 0.8  # VPS
+    overlap_threshold: float = 0.8  # VPS
+    thing_classes: tuple[int, ...] = ()  # VPS: class indices that are things
+    min_size_test: int = 360
+    max_size_test: int = 1333
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.task not in TASKS:
+            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.mode == "semi-online" and self.clip_len < 1:
+            raise InputError(f"semi-online mode needs clip_len >= 1, got {self.clip_len}")
+        if self.window_size < 1:
+            raise InputError(f"window_size must be >= 1, got {self.window_size}")
+
+
+@dataclass
+class DVISConfig:
+    segmenter: SegmenterConfig
+    tracker: TrackerConfig | None = None  # None: a segmenter-only (MinVIS) model
+    refiner: RefinerConfig | None = None  # None: an online model
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class VideoQueries:
+    """Per-query predictions of a batch of B equally long videos, accumulated over windows.
+
+    online_logits (B, T, Q, K+1), online_masks (B, T, Q, h, w), track_embeds (B, T, Q, C),
+    frame_embeds (B, T, Q, C) segmenter queries and mask_features (B, T, C_mask, h, w) (the last
+    two only when the refiner needs them).
+    """
+
+    online_logits: list[Tensor] = field(default_factory=list)
+    online_masks: list[Tensor] = field(default_factory=list)
+    track_embeds: list[Tensor] = field(default_factory=list)
+    frame_embeds: list[Tensor] = field(default_factory=list)
+    mask_features: list[Tensor] = field(default_factory=list)
+
+    def cat(self, name: str) -> Tensor:
+        return torch.cat(getattr(self, name), dim=1)
+
+
+class DVIS(nn.Module):
+    """Segmenter, referring tracker and temporal refiner with MinVIS/online/offline/semi-online."""
+
+    def __init__(self, config: DVISConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.segmenter = Mask2FormerSegmenter(config.segmenter)
+        self.tracker = ReferringTracker(config.tracker) if config.tracker is not None else None
+        self.refiner = TemporalRefiner(config.refiner) if config.refiner is not None else None
+        if self.refiner is not None and self.tracker is None:
+            raise InputError("a refiner needs a tracker: set config.tracker")
+
+    # ------------------------------------------------------------ pipeline
+    def check_mode(self, mode: str) -> None:
+        if mode in ("online", "offline", "semi-online") and self.tracker is None:
+            raise InputError(f"mode {mode!r} needs a tracker; this model has only a segmenter (use mode='minvis')")
+        if mode in ("offline", "semi-online") and self.refiner is None:
+            raise InputError(f"mode {mode!r} needs a refiner; this is an online model (use mode='online' or 'minvis')")
+
+    def segment(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """frames (B, t, 3, H, W) normalised+padded -> per-frame embeds, mask features, logits, masks.
+
+        Returns (B, t, Q, C), (B, t, C_mask, h, w), (B, t, Q, K+1), (B, t, Q, h, w).
+        """
+        batch, frames_per_video = frames.shape[:2]
+        out = self.segmenter(frames.flatten(0, 1))
+
+        def per_video(x: Tensor) -> Tensor:
+            return x.view(batch, frames_per_video, *x.shape[1:])
+
+        return per_video(out.pred_embds), per_video(out.mask_features), per_video(out.pred_logits), per_video(out.pred_masks)
+
+    def run_windows(self, pixel_values: Tensor, mode: str, window_size: int) -> VideoQueries:
+        """pixel_values (B, T, 3, H, W) -> predictions of every frame, window by window."""
+        keep_for_refiner = mode in ("offline", "semi-online")
+        queries, state = VideoQueries(), None
+        for start in range(0, pixel_values.shape[1], window_size):
+            embeds, features, seg_logits, seg_masks = self.segment(pixel_values[:, start : start + window_size])
+            if mode == "minvis":
+                out, state = minvis_match(embeds, seg_logits, seg_masks, state, self.matching)
+                queries.track_embeds.append(out.pred_embds)
+            else:
+                out, state = self.tracker(embeds, features, state)
+                queries.track_embeds.append(out.pred_embds)
+            queries.online_logits.append(out.pred_logits)
+            queries.online_masks.append(out.pred_masks)
+            if keep_for_refiner:
+                queries.frame_embeds.append(embeds)
+                queries.mask_features.append(features)
+        return queries
+
+    @property
+    def matching(self) -> str:
+        return self.config.tracker.matching if self.config.tracker is not None else "paper"
+
+    def refine(self, queries: VideoQueries, clip_len: int | None, window_size: int) -> tuple[Tensor, Tensor]:
+        """Run the refiner on the whole video or per clip -> per-frame logits (B, T, Q, K+1), masks."""
+        track_embeds, frame_embeds = queries.cat("track_embeds"), queries.cat("frame_embeds")
+        features = queries.cat("mask_features")
+        frames = track_embeds.shape[1]
+        clip_len = clip_len or frames
+        logits, masks = [], []
+        for s in range(0, frames, clip_len):
+            clip = slice(s, s + clip_len)
+            memory = self.tracker.frame_forward(frame_embeds[:, clip])
+            out = self.refiner(track_embeds[:, clip], memory, features[:, clip], mask_window=window_size)
+            logits.append(out.pred_logits)
+            masks.append(out.pred_masks)
+        return torch.cat(logits, 1), torch.cat(masks, 1)
+
+    # ------------------------------------------------------------- public
+    @torch.no_grad()
+    def forward(
+        self,
+        videos: list[Tensor] | Tensor,
+        output_sizes: list[tuple[int, int]] | None = None,
+        **overrides,
+    ) -> list[VISResult | VPSResult | VSSResult]:
+        """Segment and track a batch of equally long videos.
+
+        videos:       list of B tensors (T, 3, h_i, w_i) uint8 RGB, already resized to the test
+                      size (see :func:`dvis.inference.transforms.resize_video`), or one (B, T, 3, h, w).
+        output_sizes: per video (H, W) to return masks at (default: the input size).
+        overrides:    any :class:`InferenceConfig` field (mode, task, clip_len, max_num, ...).
+        """
+        config = replace(self.config.inference, **overrides)
+        config.validate()
+        self.check_mode(config.mode)
+        videos = list(videos)
+        if not videos:
+            raise InputError("no videos given")
+        pixel_values, resized_sizes = self.preprocess(videos)
+        output_sizes = list(output_sizes) if output_sizes is not None else resized_sizes
+        if len(output_sizes) != len(videos):
+            raise InputError(f"got {len(output_sizes)} output sizes for {len(videos)} videos")
+        queries = self.run_windows(pixel_values, config.mode, config.window_size)
+        online_logits, masks = queries.cat("online_logits"), queries.cat("online_masks")
+        probs = F.softmax(online_logits.mean(dim=1), dim=-1)  # (B, Q, K+1)
+        if config.mode in ("offline", "semi-online"):
+            clip_len = config.clip_len if config.mode == "semi-online" else None
+            refined_logits, masks = self.refine(queries, clip_len, config.window_size)
+            probs = combine_with_online(F.softmax(refined_logits.mean(dim=1), dim=-1), probs)
+        return [
+            self.postprocess(config, probs[b], masks[b], resized_sizes[b], tuple(output_sizes[b]))
+            for b in range(len(videos))
+        ]
+
+    def preprocess(self, videos: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Normalise, then zero-pad bottom/right to a common multiple of 32 -> (B, T, 3, H, W)."""
+        lengths = set()
+        for index, video in enumerate(videos):
+            if not isinstance(video, Tensor) or video.dim() != 4 or video.shape[1] != 3:
+                shape = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
+                raise InputError(f"video {index} must be a (T, 3, H, W) uint8 RGB tensor, got {shape}")
+            if video.shape[0] == 0:
+                raise InputError(f"video {index} has no frames")
+            lengths.add(video.shape[0])
+        if len(lengths) > 1:
+            raise InputError(f"videos in one batch must have the same number of frames, got {sorted(lengths)}")
+        resized = [tuple(v.shape[-2:]) for v in videos]
+        device = next(self.parameters()).device
+        normalised = [self.segmenter.preprocess(v.to(device))[0] for v in videos]
+        height = max(x.shape[-2] for x in normalised)
+        width = max(x.shape[-1] for x in normalised)
+        batch = torch.stack([F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2])) for x in normalised])
+        return batch, resized
+
+    def postprocess(
+        self,
+        config: InferenceConfig,
+        probs: Tensor,
+        masks: Tensor,
+        resized_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> VISResult | VPSResult | VSSResult:
+        """probs (Q, K+1), masks (T, Q, h, w) of one video -> the task's result."""
+        if config.task == "vis":
+            return vis_postprocess(probs, masks, resized_size, output_size, config.max_num)
+        if config.task == "vss":
+            return vss_postprocess(probs, masks, resized_size, output_size)
+        return vps_postprocess(
+            probs,
+            masks,
+            resized_size,
+            output_size,
+            set(config.thing_classes),
+            config.object_mask_threshold,
+            config.overlap_threshold,
+        )
+
+
+def combine_with_online(refined_probs: Tensor, online_probs: Tensor) -> Tensor:
+    """Offline class table: first K columns = elementwise max of refiner and online probabilities.
+
+    refined_probs, online_probs (..., K+1); the no-object column stays the refiner's.
+    """
+    combined = refined_probs.clone()
+    combined[..., :-1] = torch.maximum(refined_probs[..., :-1], online_probs[..., :-1])
+    return combined

@@ -1,0 +1,65 @@
+"""MinVIS baseline: link the segmenter's queries of consecutive frames by Hungarian matching.
+
+No tracker, no refiner: frame t's queries, class logits and masks are reordered into the slot
+order of frame t-1 (cosine cost on the normed queries, the same matching conventions as the
+tracker). The state between windows is explicit, like the tracker's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dvis.modeling.matching import Matching, match_batch, reorder
+
+
+@dataclass
+class MinVISState:
+    """reference: (B, Q, C) previous frame's reordered queries; num_frames seen so far."""
+
+    reference: Tensor
+    num_frames: int
+
+
+@dataclass
+class MinVISOutput:
+    """Segmenter predictions reordered into stable slots (batch-first, per frame).
+
+    pred_logits (B, T, Q, K+1), pred_masks (B, T, Q, h, w) or None, pred_embds (B, T, Q, C),
+    match_indices (B, T, Q).
+    """
+
+    pred_logits: Tensor
+    pred_masks: Tensor | None
+    pred_embds: Tensor
+    match_indices: Tensor
+
+
+def minvis_match(
+    embeds: Tensor,
+    logits: Tensor,
+    masks: Tensor | None,
+    state: MinVISState | None,
+    matching: Matching = "paper",
+) -> tuple[MinVISOutput, MinVISState]:
+    """embeds (B, T, Q, C), logits (B, T, Q, K+1), masks (B, T, Q, h, w) -> reordered outputs."""
+    orders = []
+    for t in range(embeds.shape[1]):
+        frame = embeds[:, t]
+        if state is None:
+            order = torch.arange(frame.shape[1], device=frame.device).expand(frame.shape[0], -1)
+            state = MinVISState(frame, 0)
+        else:
+            order = match_batch(state.reference, frame, matching)
+        state = MinVISState(reorder(frame, order), state.num_frames + 1)
+        orders.append(order)
+    order = torch.stack(orders, dim=1)  # (B, T, Q)
+
+    def gather(x: Tensor) -> Tensor:
+        index = order.view(*order.shape, *([1] * (x.dim() - 3))).expand_as(x)
+        return torch.gather(x, 2, index)
+
+    output = MinVISOutput(gather(logits), None if masks is None else gather(masks), gather(embeds), order)
+    return output, state
