@@ -1,0 +1,132 @@
+"""CLI: ``dvis eval``, ``dvis eval-vpq``, ``dvis eval-stq``, ``dvis eval-vss``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from dvis.evaluation.writers import atomic_write_json
+
+YTVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+              "AP_light", "AP_medium", "AP_heavy")
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats stay floats, NaN becomes null, dict keys become strings, numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _fmt(value: Any, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value * scale:.4f}"
+
+
+def _print_table(rows: list[tuple[str, Any]], scale: float = 1.0) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {_fmt(value, scale)}")
+
+
+def _write(path: str | None, obj: dict) -> None:
+    if path:
+        atomic_write_json(path, _jsonable(obj))
+        print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from dvis.evaluation.ytvis import evaluate_files
+
+    result = evaluate_files(args.gt, args.pred)
+    # -1 (summarize()'s "undefined") is reported as null, as DVIS's evaluator logs it.
+    summary = {key: None if result[key] == -1.0 else result[key] for key in YTVIS_KEYS}
+    summary["per_category"] = result["per_category"]
+    _print_table([(key, summary[key]) for key in YTVIS_KEYS])
+    print("per-category AP:")
+    _print_table([(f"  {cat}", ap) for cat, ap in result["per_category"].items()])
+    _write(args.json, summary)
+    return 0
+
+
+def _open_panoptic(args: argparse.Namespace):
+    from dvis.evaluation.vipseg_io import open_set
+
+    return open_set(args.gt_json, args.gt_dir, args.pred_dir, args.pred_json)
+
+
+def run_eval_vpq(args: argparse.Namespace) -> int:
+    from dvis.evaluation.vpq import evaluate_set
+
+    result = evaluate_set(_open_panoptic(args))
+    paper = result["k_0_5_10_15"]
+    rows = [("VPQ (script, n=1,2,4,6,8)", result["VPQ"]), ("VPQ_thing", result["VPQ_thing"]),
+            ("VPQ_stuff", result["VPQ_stuff"]), ("VPQ (paper, k=0,5,10,15)", paper["VPQ"]),
+            ("VPQ_thing (paper k)", paper["VPQ_thing"]), ("VPQ_stuff (paper k)", paper["VPQ_stuff"])]
+    rows += [(f"VPQ n={n} (k={(n - 1) * 5})", 100 * w["All"]["pq"]) for n, w in result["windows"].items()]
+    _print_table(rows)
+    _write(args.json, result)
+    return 0
+
+
+def run_eval_stq(args: argparse.Namespace) -> int:
+    from dvis.evaluation.stq import evaluate_set
+
+    result = evaluate_set(_open_panoptic(args), num_classes=args.num_classes)
+    _print_table([("STQ", result["STQ"]), ("AQ", result["AQ"]), ("SQ (mIoU)", result["SQ"])])
+    _write(args.json, result)
+    return 0
+
+
+def run_eval_vss(args: argparse.Namespace) -> int:
+    from dvis.evaluation.vss import evaluate_folders
+
+    result = evaluate_folders(args.gt_dir, args.pred_dir, args.split, args.num_classes)
+    _print_table([("mIoU", result["mIoU"]), ("mVC8", result["mVC8"]), ("mVC16 (script)", result["mVC16"]),
+                  ("mVC16 (own windows)", result["mVC16_own_windows"])])
+    _write(args.json, result)
+    return 0
+
+
+def _panoptic_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gt-json", required=True, help="VIPSeg panoptic ground-truth JSON")
+    parser.add_argument("--gt-dir", required=True, help="folder of ground-truth PNGs: GT_DIR/<video>/<frame>.png")
+    parser.add_argument("--pred-dir", required=True, help="folder with pred.json and pan_pred/<video>/<frame>.png")
+    parser.add_argument("--pred-json", default=None, help="predictions JSON (default: PRED_DIR/pred.json)")
+    parser.add_argument("--json", default=None, help="write the numbers to this JSON file")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="YouTube-VIS/OVIS AP/AR (+ occlusion split) of a results.json")
+    p.add_argument("--gt", required=True, help="YouTube-VIS/OVIS annotation JSON")
+    p.add_argument("--pred", required=True, help="results.json (list of {video_id, category_id, score, segmentations})")
+    p.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    p.set_defaults(func=run_eval)
+
+    p = subparsers.add_parser("eval-vpq", help="VIPSeg VPQ (script windows and paper windows)")
+    _panoptic_args(p)
+    p.set_defaults(func=run_eval_vpq)
+
+    p = subparsers.add_parser("eval-stq", help="VIPSeg STQ, AQ, SQ")
+    _panoptic_args(p)
+    p.add_argument("--num-classes", type=int, default=124, help="number of classes (VIPSeg: 124)")
+    p.set_defaults(func=run_eval_stq)
+
+    p = subparsers.add_parser("eval-vss", help="VSPW-style mIoU, mVC8, mVC16")
+    p.add_argument("--gt-dir", required=True, help="VSPW root: <split file> and data/<video>/mask/*.png")
+    p.add_argument("--pred-dir", required=True, help="predictions: <video>/<frame>.png class maps")
+    p.add_argument("--split", default="val.txt", help="split file under --gt-dir (default val.txt)")
+    p.add_argument("--num-classes", type=int, default=124)
+    p.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    p.set_defaults(func=run_eval_vss)
