@@ -305,7 +305,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"output folder {out} is not empty; choose another folder or pass overwrite")
+        raise InputError(f"output folder {out} is not empty; choose another folder or overwrite it (--overwrite)")
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
