@@ -10,6 +10,7 @@ from dvis.errors import DVISError
 
 # Modules that define ``register(subparsers)``; each adds one or more sub-commands.
 COMMAND_MODULES = [
+    "dvis.data.commands",
     "dvis.evaluation.commands",
 ]
 
