@@ -197,19 +197,20 @@ def _summarise_windows(stat: VPQStat, categories: dict) -> dict:
     return {"All": all_, "Things": things, "Stuff": stuff, "per_class": per_class}
 
 
-def evaluate_frames(videos: list[tuple[str, list[FrameSegments]]], categories: dict) -> dict:
+def evaluate_frames(videos: list[tuple[str, list[FrameSegments]]], categories: dict,
+                    script_nframes: tuple = SCRIPT_NFRAMES, paper_nframes: tuple = PAPER_NFRAMES) -> dict:
     """VPQ for every window size of both window sets, from per-frame segment tables."""
     windows = {}
-    for n in sorted(set(SCRIPT_NFRAMES) | set(PAPER_NFRAMES)):
+    for n in sorted(set(script_nframes) | set(paper_nframes)):
         stat = VPQStat()
         for video_id, frames in videos:
             stat.add(video_stat(frames, n, f"video {video_id!r}"))
         windows[n] = _summarise_windows(stat, categories)
-    return {"windows": windows, **_final(windows, SCRIPT_NFRAMES, ""),
-            "k_0_5_10_15": _final(windows, PAPER_NFRAMES, "")}
+    return {"windows": windows, **_final(windows, tuple(script_nframes)),
+            "k_0_5_10_15": _final(windows, tuple(paper_nframes))}
 
 
-def _final(windows: dict, nframes: tuple, prefix: str) -> dict:
+def _final(windows: dict, nframes: tuple) -> dict:
     def mean(part: str) -> float:
         return float(sum(100 * windows[n][part]["pq"] for n in nframes) / len(nframes))
 
@@ -219,12 +220,17 @@ def _final(windows: dict, nframes: tuple, prefix: str) -> dict:
                                "VPQ_stuff": 100 * windows[n]["Stuff"]["pq"]} for n in nframes}}
 
 
-def evaluate_set(pset: PanopticSet) -> dict:
-    """Evaluate a VIPSeg-style set (see :mod:`dvis.evaluation.vipseg_io` for the layout)."""
+def evaluate_set(pset: PanopticSet, script_nframes: tuple = SCRIPT_NFRAMES,
+                 paper_nframes: tuple = PAPER_NFRAMES) -> dict:
+    """Evaluate a VIPSeg-style set (see :mod:`dvis.evaluation.vipseg_io` for the layout).
+
+    ``VPQ``/``VPQ_thing``/``VPQ_stuff``: mean over ``script_nframes`` windows (x100);
+    ``k_0_5_10_15``: the same over ``paper_nframes``; ``windows[n]``: per window size details.
+    """
     categories = pset.categories
     videos = []
     for video_id, frames in iter_videos(pset):
         tables = [frame_segments(fr, categories, f"{pset.pred_png_dir / video_id} frame {i}")
                   for i, fr in enumerate(frames)]
         videos.append((video_id, tables))
-    return evaluate_frames(videos, categories)
+    return evaluate_frames(videos, categories, script_nframes, paper_nframes)

@@ -63,6 +63,7 @@ class VideoCategoryMatch:
     matched: np.ndarray  # (T, D) bool
     det_ignore: np.ndarray  # (T, D) bool
     gt_ignore: np.ndarray  # (G,) bool
+    matched_gt: np.ndarray  # (T, D) object: id of the matched ground truth, 0 = none
 
 
 # ----------------------------------------------------------------------------- IoU
@@ -137,7 +138,7 @@ def match_video_category(ious: np.ndarray, dets: list[Track], gts: list[Track], 
         det_area = np.array([d.avg_area for d in dets], dtype=np.float64)
         det_ignore |= ~matched & _out_of_range(det_area, rng.area)[None, :]
     scores = np.array([d.score for d in dets], dtype=np.float64)
-    return VideoCategoryMatch(scores, matched.astype(bool), det_ignore, gt_ignore)
+    return VideoCategoryMatch(scores, matched.astype(bool), det_ignore, gt_ignore, det_gt)
 
 
 # ----------------------------------------------------------------------------- accumulate
