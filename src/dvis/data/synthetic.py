@@ -37,6 +37,7 @@ from dvis.data.fsutil import give_default_mode
 from dvis.data.synth_render import FrameRenderer, RenderedFrame
 from dvis.data.synth_scene import OCCLUSION_LEVELS, STUFF_NAMES, SceneSpec, sample_scene
 from dvis.data.synth_shapes import SHAPES
+from dvis.data.vipseg import id_to_rgb
 from dvis.errors import InputError
 
 THING_CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
@@ -194,16 +195,22 @@ class _PanopticWriter:
         self.frames: list[dict] = []
         self.images: list[dict] = []
 
-    def add(self, t: int, labels: np.ndarray) -> None:
+    def add(self, t: int, labels: np.ndarray, visible: np.ndarray) -> None:
+        """labels (H, W) int16 object label map, visible (N,) visible area of each object."""
         pan = np.where(labels > 0, self.thing_ids[labels], self.stuff_ids)
-        rgb = np.stack([pan % 256, (pan // 256) % 256, pan // 65536], axis=-1).astype(np.uint8)
         file_name = f"{_frame_stem(t)}.png"
-        Image.fromarray(rgb).save(self.folder / file_name)
-        ids, areas = np.unique(pan, return_counts=True)
+        Image.fromarray(id_to_rgb(pan)).save(self.folder / file_name, compress_level=1)
+        stuff_area = np.bincount(self.stuff_ids[labels == 0], minlength=1)
         segments = [
-            {"id": int(i), "category_id": self.category[int(i)], "iscrowd": 0, "area": int(a)}
-            for i, a in zip(ids, areas)
+            {"id": int(i), "category_id": self.category[int(i)], "iscrowd": 0, "area": int(stuff_area[i])}
+            for i in np.flatnonzero(stuff_area)
             if i != 0
+        ]
+        segments += [
+            {"id": int(self.thing_ids[k + 1]), "category_id": self.category[int(self.thing_ids[k + 1])],
+             "iscrowd": 0, "area": int(a)}
+            for k, a in enumerate(visible)
+            if a > 0
         ]
         self.frames.append({"image_id": _frame_stem(t), "file_name": file_name, "segments_info": segments})
         height, width = labels.shape
@@ -219,7 +226,7 @@ def _write_video(root: Path, video_index: int, scene: SceneSpec, panoptic: bool,
     file_names = []
     for t, (frame, visible, rles) in enumerate(_iter_frames(scene)):
         file_name = f"{name}/{_frame_stem(t)}.jpg"
-        Image.fromarray(frame.image).save(root / "JPEGImages" / file_name, quality=JPEG_QUALITY)
+        Image.fromarray(frame.image).save(root / "JPEGImages" / file_name, quality=JPEG_QUALITY, subsampling=0)
         file_names.append(file_name)
         for track, vis, amo, rle in zip(tracks, visible, frame.amodal_areas, rles):
             track.visible_areas.append(int(vis))
@@ -228,7 +235,7 @@ def _write_video(root: Path, video_index: int, scene: SceneSpec, panoptic: bool,
         if panoptic:
             if pan_writer is None:
                 pan_writer = _PanopticWriter(root, name, scene, FrameRenderer(scene).regions)
-            pan_writer.add(t, frame.labels)
+            pan_writer.add(t, frame.labels, visible)
     video = {"id": video_index + 1, "name": name, "width": scene.width, "height": scene.height,
              "length": scene.frames, "file_names": file_names}
     annotations = []
@@ -264,7 +271,7 @@ def _rle_bytes(rle: dict) -> dict:
 
 def _dump_json(path: Path, payload: dict) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
+        handle.write(json.dumps(payload, separators=(",", ":")))  # dumps uses the C encoder
 
 
 def generate(
