@@ -1,0 +1,101 @@
+"""Tracker / refiner / matching: parameter counts, matching conventions, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dvis.errors import InputError
+from dvis.modeling.matching import match_queries
+from dvis.modeling.minvis import minvis_match
+from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
+from dvis.modeling.tracker import ReferringTracker, TrackerConfig
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("classes, tracker_params, refiner_params", [(25, 9_677_082, 14_411_291), (40, 9_680_937, 14_415_146)])
+def test_default_parameter_counts_match_the_paper(classes, tracker_params, refiner_params):
+    assert count(ReferringTracker(TrackerConfig(num_classes=classes))) == tracker_params
+    assert count(TemporalRefiner(RefinerConfig(num_classes=classes))) == refiner_params
+
+
+def test_paper_matching_recovers_the_permutation_and_release_applies_its_inverse():
+    torch.manual_seed(0)
+    reference = torch.randn(6, 16)
+    cycle = torch.tensor([1, 2, 0, 3, 5, 4])  # a 3-cycle and a swap: not its own inverse
+    current = reference[cycle] + 0.01 * torch.randn(6, 16)  # current query i is reference slot cycle[i]
+    paper = match_queries(reference, current, "paper")
+    assert torch.equal(paper, torch.argsort(cycle))  # current[paper] is back in reference order
+    assert torch.allclose(current[paper], reference, atol=0.05)
+    release = match_queries(reference, current, "dvis-release")
+    assert torch.equal(release, cycle)  # the released code keeps, per current query, its slot
+    with pytest.raises(ValueError, match="matching must be one of"):
+        match_queries(reference, current, "greedy")
+
+
+def test_minvis_links_shuffled_queries_into_stable_slots():
+    torch.manual_seed(1)
+    queries, frames = 8, 5
+    base = torch.randn(queries, 32)
+    perms = [torch.arange(queries)] + [torch.randperm(queries) for _ in range(frames - 1)]
+    embeds = torch.stack([base[p] + 0.01 * torch.randn(queries, 32) for p in perms]).unsqueeze(0)
+    logits = torch.stack([torch.nn.functional.one_hot(p, queries).float() for p in perms]).unsqueeze(0)
+    out, state = minvis_match(embeds, logits, None, None, "paper")
+    # slot i holds the same base query in every frame: its one-hot logit is i in every frame
+    assert torch.equal(out.pred_logits.argmax(-1)[0], torch.arange(queries).expand(frames, -1))
+    assert state.num_frames == frames
+
+
+def test_tracker_rejects_bad_shapes():
+    tracker = ReferringTracker(TrackerConfig(hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=1, mask_dim=32))
+    with pytest.raises(InputError, match=r"frame_embeds must be \(B, T, Q, 32\)"):
+        tracker(torch.randn(3, 10, 32))
+    with pytest.raises(InputError, match=r"frame_embeds must be \(B, T, Q, 32\)"):
+        tracker(torch.randn(1, 3, 10, 16))
+    with pytest.raises(InputError, match="mask_features must be"):
+        tracker(torch.randn(1, 3, 10, 32), torch.randn(1, 2, 32, 8, 8))
+    _, state = tracker(torch.randn(1, 2, 10, 32))
+    with pytest.raises(InputError, match="tracker state is for"):
+        tracker(torch.randn(1, 2, 12, 32), state=state)
+    with pytest.raises(InputError, match="matching must be one of"):
+        TrackerConfig(matching="nearest")
+
+
+def test_refiner_rejects_bad_shapes():
+    refiner = TemporalRefiner(RefinerConfig(hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=1, mask_dim=32))
+    with pytest.raises(InputError, match="frame_memory must have the shape"):
+        refiner(torch.randn(1, 4, 10, 32), torch.randn(1, 3, 10, 32))
+    with pytest.raises(InputError, match="instance_embeds must be"):
+        refiner(torch.randn(4, 10, 32), torch.randn(4, 10, 32))
+
+
+@torch.no_grad()
+def test_refiner_mask_windows_and_batch_give_the_same_result():
+    torch.manual_seed(2)
+    refiner = TemporalRefiner(RefinerConfig(num_classes=3, hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=2, mask_dim=32)).eval()
+    embeds, memory = torch.randn(2, 7, 5, 32), torch.randn(2, 7, 5, 32)
+    features = torch.randn(2, 7, 32, 6, 8)
+    whole = refiner(embeds, memory, features)
+    windowed = refiner(embeds, memory, features, mask_window=3)
+    assert torch.allclose(whole.pred_masks, windowed.pred_masks, atol=1e-5)
+    single = refiner(embeds[1:], memory[1:], features[1:])
+    assert torch.allclose(whole.pred_masks[1:], single.pred_masks, atol=1e-5)
+    assert torch.allclose(whole.video_logits[1:], single.video_logits, atol=1e-5)
+    # one class per object: identical logits in every frame
+    assert torch.equal(whole.pred_logits[:, 0], whole.pred_logits[:, -1])
+
+
+@torch.no_grad()
+def test_refiner_ablation_switches_change_the_output():
+    torch.manual_seed(3)
+    config = dict(num_classes=3, hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=1, mask_dim=32)
+    full = TemporalRefiner(RefinerConfig(**config)).eval()
+    embeds, memory = torch.randn(1, 6, 4, 32), torch.randn(1, 6, 4, 32)
+    reference = full(embeds, memory).pred_embds
+    for switch in ("use_long_term_attention", "use_short_term_conv", "use_cross_attention"):
+        ablated = TemporalRefiner(RefinerConfig(**config, **{switch: False})).eval()
+        ablated.load_state_dict(full.state_dict())
+        assert not torch.allclose(ablated(embeds, memory).pred_embds, reference, atol=1e-4), switch
