@@ -328,3 +328,57 @@ def test_stride_in_1x1_moves_the_stride() -> None:
         model = Mask2FormerSegmenter(config)
     block = model.backbone.encoder.stages[1].layers[0]
     assert block.layer[0].convolution.stride == (2, 2) and block.layer[1].convolution.stride == (1, 1)
+
+
+# ------------------------------------------------------------------- e2e golden: segmenter stage
+E2E_ENV = "DVIS_E2E_GOLDEN"
+E2E_ATOL = 5e-4  # other CPU conv kernels than the release's: measured 7.7e-5 (2 threads), 9.7e-5 (1 thread)
+
+
+def _e2e_goldens() -> list[Path]:
+    bundled = sorted((Path(__file__).parent / "data" / "e2e").glob("*.pt"))
+    root = os.environ.get(E2E_ENV)
+    if not root:
+        return bundled
+    path = Path(root)
+    extra = [path] if path.is_file() else sorted(path.rglob("*.pt"))
+    return bundled + (extra or [path / f"<no .pt file under {root}>"])
+
+
+@pytest.mark.parametrize("path", _e2e_goldens(), ids=lambda p: p.name)
+def test_e2e_golden_segmenter_stage(path: Path) -> None:
+    """uint8 frames -> preprocess -> segmenter, per official window, equals the release's intermediates."""
+    from dvis.compat.official import split_segmenter_keys
+
+    assert path.is_file(), f"{E2E_ENV}: {path} is not an e2e golden file"
+    golden = torch.load(path, weights_only=True, map_location="cpu")
+    values = dict(golden["config"]["values"])
+    config = SegmenterConfig.from_official(values)
+    model = Mask2FormerSegmenter(config).eval()
+    model.load_official_state_dict(split_segmenter_keys(golden["model"]))
+    pixel_values, size = model.preprocess(golden["inputs"]["frames_uint8_tchw"])
+    assert list(size) == list(golden["inputs"]["resized_size"])
+    assert list(pixel_values.shape[-2:]) == list(golden["inputs"]["padded_size"])
+    window = int(values.get("TEST_WINDOW_SIZE", pixel_values.shape[0]))
+    with torch.no_grad():
+        outs = [model(pixel_values[s:s + window]) for s in range(0, pixel_values.shape[0], window)]
+    embds = torch.cat([o.pred_embds for o in outs])
+    mask_features = torch.cat([o.mask_features for o in outs])
+    ref = golden["intermediates"]
+    errors = {"pred_embds": _err(embds, ref["segmenter_pred_embds"][0].permute(1, 2, 0)),
+              "mask_features": _err(mask_features, ref["segmenter_mask_features"])}
+    print(path.name, {k: f"{v:.2e}" for k, v in errors.items()})
+    assert all(v <= E2E_ATOL for v in errors.values()), f"{path.name}: {errors}"
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"SWIN_APE": True}, "APE"),
+    ({"SWIN_PATCH_NORM": False}, "PATCH_NORM"),
+    ({"SWIN_NUM_HEADS": [3, 2, 4, 8]}, "NUM_HEADS"),
+    ({"SWIN_DEPTHS": [2, 2, 2]}, "DEPTHS"),
+])
+def test_unsupported_swin_config_is_rejected(swin, change, match) -> None:
+    golden, _ = swin
+    flat = {**dict(golden["config"]), **change}
+    with pytest.raises(ConfigError, match=match):
+        SegmenterConfig.from_official(flat)

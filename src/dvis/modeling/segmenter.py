@@ -114,6 +114,8 @@ class SegmenterConfig:
                 continue
             if kind is bool and not isinstance(value, bool):
                 raise ConfigError(f"segmenter {f.name}: expected true/false, got {value!r}")
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"segmenter {f.name}: expected an integer, got {value!r}")
             try:
                 setattr(self, f.name, kind(value))
             except (TypeError, ValueError):
@@ -165,8 +167,14 @@ class SegmenterConfig:
             raise ConfigError("SWIN.APE=True (absolute position embedding) is not supported; expected False")
         if not self.swin_patch_norm:
             raise ConfigError("SWIN.PATCH_NORM=False is not supported (transformers' Swin always normalises patches)")
-        if NETWORK_STRIDE % self.swin_patch_size or self.swin_patch_size * 8 != NETWORK_STRIDE:
+        if self.swin_patch_size * 8 != NETWORK_STRIDE:
             raise ConfigError(f"SWIN.PATCH_SIZE={self.swin_patch_size}: expected 4 (strides 4..32)")
+        if self.swin_window_size < 1:
+            raise ConfigError(f"SWIN.WINDOW_SIZE={self.swin_window_size}: expected a positive integer")
+        for stage, heads in enumerate(self.swin_num_heads):
+            width = self.swin_embed_dim * 2**stage
+            if heads < 1 or width % heads:
+                raise ConfigError(f"SWIN.NUM_HEADS[{stage}]={heads} must divide the stage width {width}")
 
     # ----------------------------------------------------------------------------- constructors
     @classmethod
@@ -500,7 +508,3 @@ class Mask2FormerSegmenter(nn.Module):
         converted = convert_segmenter_state_dict(official, self.config)
         self.load_state_dict(converted, strict=True)
 
-
-def config_field_names() -> list[str]:
-    """Names of all :class:`SegmenterConfig` fields (for serialisation by other modules)."""
-    return [f.name for f in fields(SegmenterConfig)]
