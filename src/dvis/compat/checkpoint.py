@@ -128,7 +128,7 @@ def _check_variant(model: nn.Module, info: CheckpointInfo, source: str) -> None:
         )
 
 
-def _load_module(module: nn.Module, state: dict[str, Tensor], prefix: str, source: str) -> None:
+def _load_module(module: nn.Module, state: dict[str, Tensor], prefix: str, source: str, assign: bool) -> None:
     expected = module.state_dict()
     missing = sorted(prefix + k for k in expected.keys() - state.keys())
     unexpected = sorted(prefix + k for k in state.keys() - expected.keys())
@@ -139,7 +139,7 @@ def _load_module(module: nn.Module, state: dict[str, Tensor], prefix: str, sourc
     ]
     if missing or unexpected or wrong:
         raise CheckpointError(mismatch_message(source, missing, unexpected, wrong))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def mismatch_message(source: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
@@ -156,8 +156,14 @@ def mismatch_message(source: str, missing: list[str], unexpected: list[str], wro
     )
 
 
-def load_official(model: nn.Module, checkpoint: str | Path | dict, source: str | None = None) -> CheckpointInfo:
-    """Fill ``model`` (a :class:`DVIS`) from a released checkpoint file or state dict."""
+def load_official(
+    model: nn.Module, checkpoint: str | Path | dict, source: str | None = None, assign: bool = False
+) -> CheckpointInfo:
+    """Fill ``model`` (a :class:`DVIS`) from a released checkpoint file or state dict.
+
+    ``assign=True`` replaces the model's tensors instead of copying into them (for a model built
+    on the meta device).
+    """
     if isinstance(checkpoint, dict):
         state = unwrap_state_dict(checkpoint, source or "checkpoint")
         source = source or "checkpoint"
@@ -179,9 +185,9 @@ def load_official(model: nn.Module, checkpoint: str | Path | dict, source: str |
     if unknown:
         raise CheckpointError(mismatch_message(source, [], sorted(unknown), []))
     converted = convert_segmenter_state_dict(parts["segmenter"], model.config.segmenter)
-    model.segmenter.load_state_dict(converted, strict=True)
+    model.segmenter.load_state_dict(converted, strict=True, assign=assign)
     if model.tracker is not None:
-        _load_module(model.tracker, parts["tracker."], "tracker.", source)
+        _load_module(model.tracker, parts["tracker."], "tracker.", source, assign)
     if model.refiner is not None:
-        _load_module(model.refiner, parts["refiner."], "refiner.", source)
+        _load_module(model.refiner, parts["refiner."], "refiner.", source, assign)
     return info
