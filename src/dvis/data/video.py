@@ -36,7 +36,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads one image as uint8 RGB (H, W, 3); grayscale, palette and RGBA are converted."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
