@@ -18,13 +18,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dvis.compat.official import _SEGMENTER_PREFIXES as SEGMENTER_PREFIXES
-from dvis.compat.official import convert_segmenter_state_dict
-
-LEGACY_PREFIXES = {"offline_tracker.": "refiner."}  # TODO move
+from dvis.compat.official import (
+    IGNORED_PREFIXES,
+    LEGACY_PREFIXES,
+    REFINER_PREFIX,
+    SEGMENTER_PREFIXES,
+    TRACKER_PREFIX,
+    convert_segmenter_state_dict,
+)
 from dvis.errors import CheckpointError
-
-IGNORED_PREFIXES = ("criterion.",)  # loss buffers stored by the release, not weights
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -96,8 +98,8 @@ def describe(state: dict[str, Tensor]) -> CheckpointInfo:
         backbone = "swin"
     return CheckpointInfo(
         has_segmenter=any(k.startswith(SEGMENTER_PREFIXES) for k in state),
-        has_tracker=any(k.startswith("tracker.") for k in state),
-        has_refiner=any(k.startswith("refiner.") for k in state),
+        has_tracker=any(k.startswith(TRACKER_PREFIX) for k in state),
+        has_refiner=any(k.startswith(REFINER_PREFIX) for k in state),
         backbone=backbone,
     )
 
@@ -172,12 +174,12 @@ def load_official(
         state = read_state_dict(checkpoint)
     info = describe(state)
     _check_variant(model, info, source)
-    parts: dict[str, dict[str, Tensor]] = {"segmenter": {}, "tracker.": {}, "refiner.": {}}
+    parts: dict[str, dict[str, Tensor]] = {"segmenter": {}, TRACKER_PREFIX: {}, REFINER_PREFIX: {}}
     unknown = []
     for key, value in state.items():
         if key.startswith(SEGMENTER_PREFIXES):
             parts["segmenter"][key] = value
-        elif key.startswith(("tracker.", "refiner.")):
+        elif key.startswith((TRACKER_PREFIX, REFINER_PREFIX)):
             prefix = key.split(".", 1)[0] + "."
             parts[prefix][key[len(prefix):]] = value
         elif not key.startswith(IGNORED_PREFIXES):
@@ -187,7 +189,7 @@ def load_official(
     converted = convert_segmenter_state_dict(parts["segmenter"], model.config.segmenter)
     model.segmenter.load_state_dict(converted, strict=True, assign=assign)
     if model.tracker is not None:
-        _load_module(model.tracker, parts["tracker."], "tracker.", source, assign)
+        _load_module(model.tracker, parts[TRACKER_PREFIX], TRACKER_PREFIX, source, assign)
     if model.refiner is not None:
-        _load_module(model.refiner, parts["refiner."], "refiner.", source, assign)
+        _load_module(model.refiner, parts[REFINER_PREFIX], REFINER_PREFIX, source, assign)
     return info

@@ -48,7 +48,10 @@ _TM = f"{_M}.model.transformer_module"
 _DEC = f"{_TM}.decoder"
 _OFF_PD = "sem_seg_head.pixel_decoder"
 _OFF_PRED = "sem_seg_head.predictor"
-_SEGMENTER_PREFIXES = ("backbone.", "sem_seg_head.")
+SEGMENTER_PREFIXES = ("backbone.", "sem_seg_head.")  # the segmenter's keys in a release checkpoint
+TRACKER_PREFIX, REFINER_PREFIX = "tracker.", "refiner."  # same names below as our modules
+IGNORED_PREFIXES = ("criterion.",)  # loss buffers stored by the release, not weights
+LEGACY_PREFIXES = {"offline_tracker.": REFINER_PREFIX}  # older DVIS checkpoints
 
 
 # --------------------------------------------------------------------------- key-name templates
@@ -359,7 +362,7 @@ def _variant_name(config) -> str:
 
 def split_segmenter_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """The segmenter part (``backbone.*``, ``sem_seg_head.*``) of a full release state dict."""
-    return {k: v for k, v in state_dict.items() if k.startswith(_SEGMENTER_PREFIXES)}
+    return {k: v for k, v in state_dict.items() if k.startswith(SEGMENTER_PREFIXES)}
 
 
 # ------------------------------------------------------------------------------ layout inventory
@@ -373,7 +376,7 @@ def segmenter_keys_from_layout(layout_json_path: str | PathLike) -> dict[str, tu
         layout = json.load(handle)
     entries = {}
     for key, shape in layout["keys"].items():
-        if not key.startswith(_SEGMENTER_PREFIXES):
+        if not key.startswith(SEGMENTER_PREFIXES):
             continue
         dtype = torch.int64 if key.endswith("relative_position_index") else torch.float32
         entries[key] = (tuple(int(s) for s in shape), dtype)
