@@ -27,6 +27,7 @@ from dvis.compat.official import (
     convert_segmenter_state_dict,
 )
 from dvis.errors import CheckpointError
+from dvis.modeling.io import check_state_dict, mismatch_message
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -131,31 +132,8 @@ def _check_variant(model: nn.Module, info: CheckpointInfo, source: str) -> None:
 
 
 def _load_module(module: nn.Module, state: dict[str, Tensor], prefix: str, source: str, assign: bool) -> None:
-    expected = module.state_dict()
-    missing = sorted(prefix + k for k in expected.keys() - state.keys())
-    unexpected = sorted(prefix + k for k in state.keys() - expected.keys())
-    wrong = [
-        f"{prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
-        raise CheckpointError(mismatch_message(source, missing, unexpected, wrong))
+    check_state_dict(module.state_dict(), state, source, prefix)
     module.load_state_dict(state, strict=True, assign=assign)
-
-
-def mismatch_message(source: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
-    def listing(title: str, items: list[str]) -> str:
-        shown = "\n    ".join(items[:20])
-        more = f"\n    ... and {len(items) - 20} more" if len(items) > 20 else ""
-        return f"\n  {title} ({len(items)}):\n    {shown}{more}" if items else ""
-
-    return (
-        f"{source}: checkpoint does not fit the model"
-        + listing("missing keys", missing)
-        + listing("unexpected keys", unexpected)
-        + listing("shape mismatches", wrong)
-    )
 
 
 def load_official(
