@@ -33,7 +33,7 @@ from dvis.modeling.postprocess import (
     vss_postprocess,
 )
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
-from dvis.modeling.segmenter import Mask2FormerSegmenter, SegmenterConfig
+from dvis.modeling.segmenter import Mask2FormerSegmenter, Segmenter, SegmenterConfig
 from dvis.modeling.tracker import ReferringTracker, TrackerConfig
 
 MODES = ("minvis", "online", "offline", "semi-online")
@@ -94,10 +94,11 @@ class VideoQueries:
 class DVIS(nn.Module):
     """Segmenter, referring tracker and temporal refiner with MinVIS/online/offline/semi-online."""
 
-    def __init__(self, config: DVISConfig) -> None:
+    def __init__(self, config: DVISConfig, segmenter: Segmenter | None = None) -> None:
+        """``segmenter``: any :class:`Segmenter`; by default a Mask2Former built from the config."""
         super().__init__()
         self.config = config
-        self.segmenter = Mask2FormerSegmenter(config.segmenter)
+        self.segmenter = segmenter if segmenter is not None else Mask2FormerSegmenter(config.segmenter)
         self.tracker = ReferringTracker(config.tracker) if config.tracker is not None else None
         self.refiner = TemporalRefiner(config.refiner) if config.refiner is not None else None
         if self.refiner is not None and self.tracker is None:

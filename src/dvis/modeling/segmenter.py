@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -385,6 +385,20 @@ class SegmenterOutput:
     aux_outputs: list[dict[str, Tensor]] | None = field(default=None)
     # aux_outputs: DEC_LAYERS-1 dicts {"pred_logits": (T,Q,K+1), "pred_masks": (T,Q,H/4,W/4)}: the
     # prediction on the learnable queries, then after masked-attention layers 1, 2, ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """What DVIS needs from a per-frame segmenter (any image model can be adapted to it).
+
+    ``preprocess(frames_uint8 (T, 3, h, w)) -> (pixel_values (T, 3, H, W), (h, w))`` normalises and
+    pads; ``forward(pixel_values, return_aux=False) -> SegmenterOutput`` runs every frame
+    independently. ``Mask2FormerSegmenter`` is the implementation used for released checkpoints.
+    """
+
+    def preprocess(self, frames_uint8: Tensor) -> tuple[Tensor, tuple[int, int]]: ...
+
+    def __call__(self, pixel_values: Tensor, return_aux: bool = False) -> SegmenterOutput: ...
 
 
 @contextlib.contextmanager
