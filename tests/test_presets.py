@@ -197,3 +197,13 @@ def test_unknown_name_lists_close_matches_and_all_names():
         build_config("nothing-like-it")
     with pytest.raises(ConfigError, match="no recorded release config"):
         release_values("configs/ovis/DVIS_Online_R101.yaml")
+
+
+def test_docs_table_lists_every_preset_with_its_yaml():
+    rows = (DATA.parent.parent / "docs" / "presets.md").read_text().splitlines()
+    for preset in PRESETS.values():
+        row = [r for r in rows if r.startswith(f"| `{preset.name}` |")]
+        assert len(row) == 1 and f"`{preset.config_file}`" in row[0], preset.name
+        cells = [c.strip() for c in row[0].split("|")[1:-1]]
+        assert cells[1:5] == [str(preset.num_classes), str(preset.num_queries),
+                              f"{preset.min_size_test}/{preset.max_size_test}", str(preset.max_num)], preset.name

@@ -397,7 +397,7 @@ class ReleasePreset:
     task: str  # "vis" | "vps"
     thing_classes: tuple[int, ...]
     config_file: str
-    train: Mapping[str, Any] = field(default_factory=dict, compare=True)
+    train: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 def _preset_from_yaml(name: str, dataset: str, config_file: str) -> ReleasePreset:
