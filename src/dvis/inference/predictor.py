@@ -1,0 +1,147 @@
+"""``VideoPredictor``: DVIS on video files, frame folders and frame lists, in bounded memory.
+
+    predictor = VideoPredictor.from_pretrained("synthetic-demo", mode="offline")
+    instances = predictor("clip.mp4")             # TrackedInstances (VIS) / VPSResult / VSSResult
+    for frame in predictor.stream("clip.mp4"):    # online: one StreamFrame per frame, as decoded
+        print(frame.index, frame.ids, frame.labels)
+
+Calls go through the streaming engine (:mod:`dvis.inference.engine`): per-frame arrays are spilled
+to a temporary folder (``spill_dir``, default the system temp dir) instead of being kept in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dvis.data.video import VideoSource, open_video
+from dvis.errors import InputError
+from dvis.inference.engine import OnlineTracker, Progress, VideoAnalysis, analyse_video, frame_windows, prepare_window
+from dvis.inference.registry import check_overrides, load_model
+from dvis.inference.results import StreamFrame, TrackedInstances
+from dvis.inference.spill import SpillFolder
+from dvis.modeling.dvis import DVIS, InferenceConfig
+from dvis.modeling.postprocess import VPSResult, VSSResult, upsample_masks
+
+
+def frames_of(video) -> Iterable[np.ndarray]:
+    """A path, frame folder, list of image paths or VideoSource -> a VideoSource; a list/array of
+    (H, W, 3) uint8 frames or a (T, H, W, 3) array/tensor is used as it is."""
+    if isinstance(video, VideoSource):
+        return video
+    if isinstance(video, (np.ndarray, Tensor)):
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise InputError(f"a video array must be (T, H, W, 3) uint8 RGB, got {tuple(video.shape)}")
+        return video
+    if isinstance(video, (list, tuple)) and video and isinstance(video[0], (np.ndarray, Tensor)):
+        return video
+    if isinstance(video, (list, tuple)) and not video:
+        raise InputError("the video has zero frames (empty list)")
+    return open_video(video)
+
+
+class VideoPredictor:
+    """A loaded DVIS model plus inference options (any :class:`InferenceConfig` field)."""
+
+    def __init__(self, model: DVIS, spill_dir: str | Path | None = None, spill_dtype: str = "float32",
+                 **overrides) -> None:
+        self.model = model.eval()
+        self.config = dataclasses.replace(model.config.inference, **check_overrides(overrides))
+        self.config.validate()
+        self.spill_dir, self.spill_dtype = spill_dir, spill_dtype
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", weights: str | Path | None = None,
+                        spill_dir: str | Path | None = None, spill_dtype: str = "float32",
+                        **overrides) -> "VideoPredictor":
+        """A registered name, a model folder, or a release preset name with ``weights=FILE.pth``."""
+        model = load_model(name_or_dir, weights=weights, device=device)
+        return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, **overrides)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def options(self, **overrides) -> InferenceConfig:
+        config = dataclasses.replace(self.config, **check_overrides(overrides))
+        config.validate()
+        self.model.check_mode(config.mode)
+        return config
+
+    # ----------------------------------------------------------------------------- whole video
+    @contextlib.contextmanager
+    def analyse(self, video, progress: Progress | None = None, **overrides) -> Iterator[VideoAnalysis]:
+        """Pass 1 over ``video``; yields a :class:`VideoAnalysis` whose spills live until the block ends."""
+        config = self.options(**overrides)
+        with SpillFolder(self.spill_dir, self.spill_dtype) as spills:
+            yield analyse_video(self.model, frames_of(video), config, spills, progress)
+
+    def __call__(self, video, progress: Progress | None = None, **overrides):
+        """Segment and track a whole video.
+
+        Returns :class:`TrackedInstances` (task ``vis``; masks as one RLE per frame),
+        :class:`VPSResult` or :class:`VSSResult` (tasks ``vps`` / ``vss``; (T, H, W) maps in memory).
+        """
+        with self.analyse(video, progress, **overrides) as analysis:
+            task = analysis.config.task
+            if task == "vis":
+                instances = None
+                for _, chunk in analysis.vis_chunks():
+                    if instances is None:
+                        instances = TrackedInstances.empty_like(chunk, analysis.output_size)
+                    instances.add_frames(chunk.masks)
+                return instances
+            if task == "vss":
+                return VSSResult(torch.cat([m for _, m in analysis.vss_chunks()]), analysis.output_size)
+            plan = analysis.vps_plan()
+            panoptic = torch.cat([m for _, m in analysis.vps_chunks(plan)])
+            return VPSResult(panoptic, plan.segments_infos, plan.ids, analysis.output_size)
+
+    # --------------------------------------------------------------------------------- stream
+    @torch.no_grad()
+    def stream(self, video, window: int = 1, score_threshold: float = 0.3, **overrides) -> Iterator[StreamFrame]:
+        """Online/MinVIS: one :class:`StreamFrame` per frame, produced after each ``window`` frames.
+
+        Per track (query slot) the class so far is the best non-background class of the softmax of
+        the tracker's class logits averaged over the frames seen so far; a track is reported in a
+        frame when that probability is >= ``score_threshold``, it is among the ``max_num`` best,
+        and its mask is not empty. Memory does not grow with the number of frames.
+        """
+        config = self.options(**overrides)
+        if config.mode not in ("online", "minvis"):
+            raise InputError(f"stream() runs online: mode must be 'online' or 'minvis', got {config.mode!r} "
+                             "(offline modes need the whole video: call the predictor instead)")
+        if window < 1:
+            raise InputError(f"window must be >= 1, got {window}")
+        tracker = OnlineTracker(self.model, config.mode, with_masks=True)
+        logit_sum, seen = None, 0
+        for frames in frame_windows(frames_of(video), window):
+            pixel_values, resized = prepare_window(self.model, frames, config)
+            out = tracker.step(pixel_values)
+            output_size = frames[0].shape[:2]
+            for t in range(len(frames)):
+                frame_sum = out.logits[t].double()
+                logit_sum = frame_sum if logit_sum is None else logit_sum + frame_sum
+                seen += 1
+                probs = F.softmax((logit_sum / seen).float(), dim=-1)
+                yield _stream_frame(seen - 1, probs, out.masks[t], resized, output_size, config.max_num,
+                                    score_threshold)
+
+
+def _stream_frame(index: int, probs: Tensor, masks: Tensor, resized, output_size, max_num: int,
+                  score_threshold: float) -> StreamFrame:
+    """probs (Q, K+1), masks (Q, h, w) mask logits of this frame -> the visible confident tracks."""
+    scores, labels = probs[:, :-1].max(-1)
+    order = scores.argsort(descending=True)[:max_num]
+    order = order[scores[order] >= score_threshold]
+    full = upsample_masks(masks[order].unsqueeze(1).float(), resized, tuple(output_size), False)[:, 0] > 0
+    visible = full.flatten(1).any(1)
+    order, full = order[visible], full[visible]
+    return StreamFrame(index, order.cpu(), labels[order].cpu(), scores[order].cpu(), full.cpu(), tuple(output_size))

@@ -1,0 +1,123 @@
+"""Model names -> loaded :class:`DVIS` models.
+
+``load_model(NAME_OR_DIR, weights=None, device="auto", **overrides)`` accepts:
+
+* a folder in our format (``config.yaml`` + ``model.safetensors``, :mod:`dvis.modeling.io`);
+* a registered name (:data:`REGISTERED`, e.g. ``synthetic-demo``): a model folder shipped inside
+  the package under ``dvis/models/<name>/``;
+* a release preset name (:mod:`dvis.modeling.presets`, e.g. ``dvis-offline-ovis-r50``) together
+  with ``weights=FILE.pth``, a released detectron2-format checkpoint.
+
+``overrides`` are :class:`~dvis.modeling.dvis.InferenceConfig` fields (mode, task, clip_len, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from dvis.errors import CheckpointError, ConfigError, InputError
+from dvis.modeling.dvis import DVIS, InferenceConfig
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# name -> folder under MODELS_DIR; registered even before its weights are installed
+REGISTERED: dict[str, str] = {"synthetic-demo": "synthetic-demo"}
+
+
+def registered_folder(name: str) -> Path:
+    return MODELS_DIR / REGISTERED[name]
+
+
+def preset_names() -> list[str]:
+    try:
+        from dvis.modeling.presets import PRESETS
+    except ImportError:  # presets not available in this build
+        return []
+    return sorted(PRESETS)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def check_overrides(overrides: dict) -> dict:
+    """Drop None values; reject names that are not InferenceConfig fields."""
+    known = {f.name for f in dataclasses.fields(InferenceConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(f"unknown inference option(s) {unknown}; known: {sorted(known)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+
+
+def _available() -> str:
+    names = [f"{n} (not installed)" if not (registered_folder(n) / "config.yaml").is_file() else n
+             for n in sorted(REGISTERED)]
+    presets = preset_names()
+    text = f"registered models: {', '.join(names) or 'none'}"
+    if presets:
+        text += f"; release presets (with --weights FILE.pth): {', '.join(presets)}"
+    return text
+
+
+def load_model(name_or_dir: str | Path, weights: str | Path | None = None, device: str = "auto",
+               **overrides) -> DVIS:
+    """Build and load a model (see the module docstring); returns it in eval mode on ``device``."""
+    overrides = check_overrides(overrides)
+    target = resolve_device(device)
+    model = _build(str(name_or_dir), weights, overrides)
+    return model.to(target).eval()
+
+
+def _build(name: str, weights, overrides: dict) -> DVIS:
+    from dvis.modeling.io import load_pretrained
+
+    path = Path(name)
+    if path.is_dir():
+        model = load_pretrained(path, **overrides)
+        if weights is not None:
+            _load_release_weights(model, weights)
+        return model
+    if name in REGISTERED:
+        folder = registered_folder(name)
+        if not (folder / "config.yaml").is_file():
+            raise CheckpointError(f"model {name!r} is registered but not installed: {folder} holds no "
+                                  f"config.yaml/model.safetensors. {_available()}")
+        if weights is not None:
+            raise InputError(f"--weights is for release presets; {name!r} ships its own weights")
+        return load_pretrained(folder, **overrides)
+    if name in preset_names():
+        return _from_preset(name, weights, overrides)
+    if path.suffix or "/" in name or path.exists():
+        raise CheckpointError(f"model {name!r}: not a model folder (expected a folder with config.yaml and "
+                              f"model.safetensors). {_available()}")
+    raise ConfigError(f"unknown model {name!r}. {_available()}")
+
+
+def _from_preset(name: str, weights, overrides: dict) -> DVIS:
+    from dvis.modeling.presets import build_config
+
+    if weights is None:
+        raise InputError(f"model {name!r} is a release preset: pass the downloaded checkpoint with "
+                         f"--weights FILE.pth (weights=... in Python)")
+    if not Path(weights).is_file():
+        raise CheckpointError(f"weights file {weights} does not exist (needed for release preset {name!r})")
+    config = build_config(name)
+    config.inference = dataclasses.replace(config.inference, **overrides)
+    model = DVIS(config)
+    _load_release_weights(model, weights)
+    return model
+
+
+def _load_release_weights(model: DVIS, weights) -> None:
+    from dvis.compat.checkpoint import load_official
+
+    if not Path(weights).is_file():
+        raise CheckpointError(f"weights file {weights} does not exist")
+    load_official(model, weights)
