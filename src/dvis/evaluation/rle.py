@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_api
 
+from dvis.data.masks import check_polygons, check_rle
 from dvis.errors import DataError
 
 
@@ -19,29 +20,15 @@ def to_rle(segm: Any, height: int, width: int, where: str) -> dict | None:
 
     ``where`` names the file, entry and field for error messages.
     Falsy values (``None``, ``{}``, ``[]``) mean "no mask on this frame", as in the public code.
+    RLE run lengths must add up to ``height * width`` and polygon coordinates must be finite and
+    near the frame (:mod:`dvis.data.masks` validates before pycocotools, which trusts its input).
     """
     if not segm:
         return None
     if isinstance(segm, list):  # polygons
-        try:
-            return mask_api.merge(mask_api.frPyObjects(segm, height, width))
-        except Exception as err:  # noqa: BLE001 - pycocotools raises bare errors
-            raise DataError(f"{where}: polygon list cannot be converted to a mask ({err})") from err
-    if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
-        raise DataError(f"{where}: expected a COCO RLE {{'size': [H, W], 'counts': ...}}, polygons or null, "
-                        f"got {type(segm).__name__}")
-    size = segm["size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or [int(size[0]), int(size[1])] != [height, width]:
-        raise DataError(f"{where}: mask size {size} differs from the video's [height, width] = "
-                        f"[{height}, {width}]")
-    counts = segm["counts"]
-    if isinstance(counts, list):  # uncompressed RLE
-        return mask_api.frPyObjects(segm, height, width)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if not isinstance(counts, bytes):
-        raise DataError(f"{where}: RLE 'counts' must be a string or a list of ints")
-    return {"size": [height, width], "counts": counts}
+        polygons = check_polygons(segm, height, width, where)
+        return mask_api.merge(mask_api.frPyObjects(polygons, height, width))
+    return check_rle(segm, height, width, where)
 
 
 def empty_rle(height: int, width: int) -> dict:
