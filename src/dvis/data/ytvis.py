@@ -53,6 +53,7 @@ class InstanceAnnotation:
     areas: list | None = None
     bboxes: list | None = None
     extra: dict = field(default_factory=dict)
+    source: str = "annotation"  # file, video and annotation, for error messages
 
     def present(self, t: int) -> bool:
         seg = self.segmentations[t]
@@ -60,7 +61,8 @@ class InstanceAnnotation:
 
     def mask(self, t: int) -> np.ndarray | None:
         """(H, W) bool mask of frame t, or None where the object is not annotated."""
-        return mask_codec.decode(self.segmentations[t], self.height, self.width)
+        return mask_codec.decode(self.segmentations[t], self.height, self.width,
+                                 where=f"{self.source}, field 'segmentations'[{t}]")
 
 
 @dataclass
@@ -128,7 +130,7 @@ class YTVISDataset:
         self._annotations: dict = {v["id"]: [] for v in self.videos}
         by_id = {v["id"]: v for v in self.videos}
         known = {c["id"] for c in self.categories}
-        for index, ann in enumerate(data.get("annotations") or []):
+        for index, ann in enumerate(checker.annotation_list(data)):
             video = checker.annotation(index, ann, by_id, known)
             self._annotations[video["id"]].append(ann)
         if check_files:
@@ -141,7 +143,8 @@ class YTVISDataset:
     def __getitem__(self, index: int) -> VideoRecord:
         video = self.videos[index]
         height, width = video["height"], video["width"]
-        anns = [_instance(a, height, width) for a in self._annotations[video["id"]]]
+        anns = [_instance(a, height, width, f"{self.ann_json}: video {video['id']}")
+                for a in self._annotations[video["id"]]]
         return VideoRecord(
             video_id=video["id"],
             name=video_name(video),
@@ -163,7 +166,7 @@ def video_name(video: dict) -> str:
     return first.parent.name if first is not None and first.parent.name else str(video["id"])
 
 
-def _instance(ann: dict, height: int, width: int) -> InstanceAnnotation:
+def _instance(ann: dict, height: int, width: int, source: str) -> InstanceAnnotation:
     return InstanceAnnotation(
         id=int(ann["id"]) if "id" in ann else -1,
         category_id=int(ann["category_id"]),
@@ -174,7 +177,17 @@ def _instance(ann: dict, height: int, width: int) -> InstanceAnnotation:
         areas=ann.get("areas"),
         bboxes=ann.get("bboxes"),
         extra={k: v for k, v in ann.items() if k not in _KNOWN_ANN_KEYS},
+        source=f"{source}, annotation {ann.get('id', '?')}",
     )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_id(value) -> bool:
+    """Video ids are integers or strings (hashable, comparable, printable)."""
+    return _is_int(value) or isinstance(value, str)
 
 
 class _Validator:
@@ -191,7 +204,7 @@ class _Validator:
         if not isinstance(cats, list):
             raise self.fail("top level", "field 'categories' is missing or not a list")
         for index, cat in enumerate(cats):
-            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+            if not isinstance(cat, dict) or not _is_int(cat.get("id")):
                 raise self.fail(f"categories[{index}]", "field 'id' is missing or not an integer")
         return cats
 
@@ -210,6 +223,8 @@ class _Validator:
     def _video(self, index: int, video) -> None:
         if not isinstance(video, dict) or "id" not in video:
             raise self.fail(f"videos[{index}]", "field 'id' is missing")
+        if not _is_id(video["id"]):
+            raise self.fail(f"videos[{index}]", f"field 'id' = {video['id']!r} is not an integer or a string")
         where = f"video {video['id']}"
         files = video.get("file_names")
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
@@ -217,25 +232,39 @@ class _Validator:
         if not files:
             raise self.fail(where, "field 'file_names' is empty (zero frames)")
         for key in ("height", "width"):
-            if not isinstance(video.get(key), int) or video[key] <= 0:
+            if not _is_int(video.get(key)) or video[key] <= 0:
                 raise self.fail(where, f"field '{key}' is missing or not a positive integer")
         if "length" in video and video["length"] != len(files):
             raise self.fail(where, f"field 'length' is {video['length']} but 'file_names' has {len(files)} entries")
 
+    def annotation_list(self, data: dict) -> list:
+        anns = data.get("annotations")
+        if anns is None:  # test splits have no annotations
+            return []
+        if not isinstance(anns, list):
+            raise self.fail("top level", f"field 'annotations' must be a list, got {type(anns).__name__}")
+        return anns
+
     def annotation(self, index: int, ann, videos: dict, categories: set) -> dict:
         if not isinstance(ann, dict):
             raise self.fail(f"annotations[{index}]", "expected an object")
+        if "id" in ann and not _is_int(ann["id"]):
+            raise self.fail(f"annotations[{index}]", f"field 'id' = {ann['id']!r} is not an integer")
         label = f"annotation {ann.get('id', f'#{index}')}"
         if "video_id" not in ann:
             raise self.fail(label, "field 'video_id' is missing")
+        if not _is_id(ann["video_id"]):
+            raise self.fail(label, f"field 'video_id' = {ann['video_id']!r} is not an integer or a string")
         video = videos.get(ann["video_id"])
         if video is None:
             raise self.fail(f"{label} (video {ann['video_id']})",
                             f"field 'video_id' = {ann['video_id']!r} names no video in 'videos'")
         where = f"video {video['id']}, {label}"
-        if ann.get("category_id") not in categories:
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
             raise self.fail(where, f"field 'category_id' = {ann.get('category_id')!r} is not in 'categories' "
                                    f"(known: {', '.join(map(str, sorted(categories)))})")
+        if ann.get("iscrowd") not in (None, 0, 1, True, False):
+            raise self.fail(where, f"field 'iscrowd' = {ann['iscrowd']!r}; expected 0 or 1")
         length = len(video["file_names"])
         segs = ann.get("segmentations")
         if not isinstance(segs, list):
@@ -254,15 +283,13 @@ class _Validator:
             return
         if isinstance(seg, dict):
             size = seg.get("size")
-            if list(size or []) != [video["height"], video["width"]]:
+            if size != [video["height"], video["width"]]:
                 raise self.fail(where, f"RLE 'size' is {size}, expected [{video['height']}, {video['width']}]")
             if not isinstance(seg.get("counts"), (str, list)):
                 raise self.fail(where, "RLE 'counts' is missing (expected a string or a list of ints)")
-            return
+            return  # run lengths are checked when the mask is decoded (cost paid only when used)
         if isinstance(seg, list):
-            for poly in seg:
-                if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-                    raise self.fail(where, "polygon must be a flat list of at least 3 x, y pairs")
+            mask_codec.check_polygons(seg, video["height"], video["width"], f"{self.path}: {where}")
             return
         raise self.fail(where, f"expected an RLE object, a list of polygons or null, got {type(seg).__name__}")
 
