@@ -72,22 +72,61 @@ def _require(entry: dict, key: str, where: str) -> Any:
     return entry[key]
 
 
-def _mean_truthy(values: list) -> float:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_int(entry: dict, key: str, where: str, minimum: int | None = None) -> int:
+    value = _require(entry, key, where)
+    if not _is_int(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise DataError(f"{where}: field '{key}' must be an integer{bound}, got {value!r}")
+    return value
+
+
+def _require_id(entry: dict, key: str, where: str) -> Any:
+    """Video ids are integers or strings (hashable and printable)."""
+    value = _require(entry, key, where)
+    if not (_is_int(value) or isinstance(value, str)):
+        raise DataError(f"{where}: field '{key}' must be an integer or a string, got {value!r}")
+    return value
+
+
+def _mean_truthy(values: list, where: str = "areas") -> float:
     kept = [v for v in values if v]
-    return float(np.array(kept).mean()) if kept else 0.0
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kept):
+        raise DataError(f"{where}: field 'areas' must hold numbers or null, got {kept!r}")
+    return float(np.array(kept, dtype=np.float64).mean()) if kept else 0.0
 
 
 def _video_from(entry: Any, where: str) -> Video:
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
-    vid = _require(entry, "id", where)
-    height = int(_require(entry, "height", where))
-    width = int(_require(entry, "width", where))
+    vid = _require_id(entry, "id", where)
+    height = _require_int(entry, "height", where, minimum=1)
+    width = _require_int(entry, "width", where, minimum=1)
     if "file_names" in entry:
+        if not isinstance(entry["file_names"], list):
+            raise DataError(f"{where}: field 'file_names' must be a list")
         length = len(entry["file_names"])
     else:
-        length = int(_require(entry, "length", f"{where} (neither 'file_names' nor 'length')"))
+        length = _require_int(entry, "length", f"{where} (neither 'file_names' nor 'length')", minimum=0)
     return Video(vid, height, width, length)
+
+
+def _sorted_by_id(items: list, where: str) -> list:
+    try:
+        return sorted(items, key=lambda item: item.id if hasattr(item, "id") else item["id"])
+    except TypeError:
+        raise DataError(f"{where}: ids mix integers and strings; they cannot be ordered") from None
+
+
+def _categories(entries: list, source: str) -> list:
+    for i, cat in enumerate(entries):
+        if not isinstance(cat, dict):
+            raise DataError(f"{source}: categories[{i}]: expected an object, got {type(cat).__name__}")
+        _require_int(cat, "id", f"{source}: categories[{i}]")
+    return sorted(entries, key=lambda c: c["id"])
 
 
 def _frame_rles(segms: Any, video: Video, where: str) -> list:
@@ -109,14 +148,14 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth
         if not isinstance(data.get(key), list):
             raise DataError(f"{source}: missing or non-list field '{key}'")
     videos = [_video_from(v, f"{source}: videos[{i}]") for i, v in enumerate(data["videos"])]
-    by_id = {v.id: v for v in sorted(videos, key=lambda v: v.id)}
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    by_id = {v.id: v for v in _sorted_by_id(videos, f"{source}: videos")}
+    categories = _categories(data["categories"], source)
     gt = GroundTruth(videos=by_id, categories=categories)
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotations[{i}]"
         if not isinstance(ann, dict):
             raise DataError(f"{where}: expected an object")
-        video_id = _require(ann, "video_id", where)
+        video_id = _require_id(ann, "video_id", where)
         if video_id not in by_id:
             raise DataError(f"{where}: field 'video_id' = {video_id!r} is not in 'videos'")
         video = by_id[video_id]
@@ -124,10 +163,10 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth
         if not isinstance(areas, list):
             raise DataError(f"{where}: field 'areas' must be a list")
         gt.tracks.append(Track(
-            id=_require(ann, "id", where), video_id=video_id,
-            category_id=_require(ann, "category_id", where),
+            id=_require_int(ann, "id", where), video_id=video_id,
+            category_id=_require_int(ann, "category_id", where),
             rles=_frame_rles(_require(ann, "segmentations", where), video, where),
-            avg_area=_mean_truthy(areas), iscrowd=bool(ann.get("iscrowd", 0)),
+            avg_area=_mean_truthy(areas, where), iscrowd=bool(ann.get("iscrowd", 0)),
             occlusion=occlusion_level(ann, where)))
     return gt
 
@@ -153,10 +192,10 @@ def parse_results(entries: Any, gt: GroundTruth, source: str = "<results>") -> l
         where = f"{source}: entry {i}"
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
-        video_id = _require(entry, "video_id", where)
+        video_id = _require_id(entry, "video_id", where)
         if video_id not in gt.videos:
             raise DataError(f"{where}: field 'video_id' = {video_id!r} is not a video of the ground truth")
-        category_id = _require(entry, "category_id", where)
+        category_id = _require_int(entry, "category_id", where)
         score = _score(entry, where)
         rles = _frame_rles(_require(entry, "segmentations", where), gt.videos[video_id], where)
         if category_id not in known_categories:
