@@ -12,6 +12,7 @@ from dvis.errors import DVISError
 COMMAND_MODULES = [
     "dvis.data.commands",
     "dvis.evaluation.commands",
+    "dvis.inference.commands",
 ]
 
 

@@ -1,0 +1,116 @@
+"""What ``dvis segment`` reads: video files, frame folders, folders of videos, YouTube-VIS JSON.
+
+:func:`resolve_inputs` turns the command's INPUT arguments into :class:`VideoJob` s, one per video,
+each with a unique name (output files are named after it) and the ``video_id`` its results carry
+(the JSON's id for a YouTube-VIS annotation file, else the name).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dvis.data.video import IMAGE_EXTENSIONS, ImageSequence, VideoSource, frame_folder_paths, natural_key, open_video
+from dvis.errors import DataError, InputError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+
+
+@dataclass
+class VideoJob:
+    """One video to segment. ``source``: a path (file or frame folder) or a list of frame paths."""
+
+    name: str
+    video_id: Any
+    source: Any
+
+    def open(self) -> VideoSource:
+        if isinstance(self.source, list):
+            return ImageSequence(self.source, name=self.name)
+        return open_video(self.source)
+
+    def frame_names(self, source: VideoSource, num_frames: int) -> list[str]:
+        """Per-frame file names for per-frame outputs (PNG): the frame files' stems, else 00000, ..."""
+        paths = getattr(source, "paths", None)
+        if paths is not None and len(paths) >= num_frames:
+            return [Path(p).stem for p in paths[:num_frames]]
+        return [f"{t:05d}" for t in range(num_frames)]
+
+
+@dataclass
+class InputSet:
+    jobs: list[VideoJob]
+    categories: list[dict] | None = None  # from a YouTube-VIS JSON: [{id, name}, ...] sorted by id
+    sources: list[str] = field(default_factory=list)
+
+
+def resolve_inputs(inputs: list[str], frames_root: str | None = None) -> InputSet:
+    if not inputs:
+        raise InputError("no INPUT given: pass video files, frame folders, folders of videos or a YouTube-VIS JSON")
+    json_inputs = [p for p in inputs if Path(p).suffix.lower() == ".json"]
+    if json_inputs:
+        if len(inputs) != 1:
+            raise InputError(f"a YouTube-VIS annotation file must be the only INPUT, got {inputs}")
+        return _from_ytvis(Path(json_inputs[0]), frames_root)
+    if frames_root is not None:
+        raise InputError("--frames-root is only used with a YouTube-VIS annotation JSON input")
+    jobs: list[VideoJob] = []
+    for item in inputs:
+        jobs.extend(_jobs_of(Path(item)))
+    _check_unique(jobs)
+    return InputSet(jobs, None, list(inputs))
+
+
+def _jobs_of(path: Path) -> list[VideoJob]:
+    if not path.exists():
+        raise DataError(f"input {path} does not exist")
+    if path.is_file():
+        return [VideoJob(path.stem, path.stem, path)]
+    if frame_folder_paths(path):
+        return [VideoJob(path.name, path.name, path)]
+    jobs = []
+    for child in sorted(os.listdir(path), key=natural_key):
+        child_path = path / child
+        if child.startswith("."):
+            continue
+        if child_path.is_dir() and frame_folder_paths(child_path):
+            jobs.append(VideoJob(child, child, child_path))
+        elif child_path.is_file() and child_path.suffix.lower() in VIDEO_EXTENSIONS:
+            jobs.append(VideoJob(child_path.stem, child_path.stem, child_path))
+    if not jobs:
+        raise DataError(f"folder {path} has zero frames ({', '.join(IMAGE_EXTENSIONS)}) and no sub-folders of "
+                        f"frames or video files ({', '.join(VIDEO_EXTENSIONS)})")
+    return jobs
+
+
+def _check_unique(jobs: list[VideoJob]) -> None:
+    seen: dict[str, VideoJob] = {}
+    for job in jobs:
+        if job.name in seen:
+            raise InputError(f"two inputs have the video name {job.name!r} ({seen[job.name].source} and "
+                             f"{job.source}); outputs are named after videos, so names must be unique")
+        seen[job.name] = job
+
+
+def _from_ytvis(path: Path, frames_root: str | None) -> InputSet:
+    from dvis.data.ytvis import YTVISDataset
+
+    root = Path(frames_root) if frames_root is not None else path.parent / "JPEGImages"
+    if not root.is_dir():
+        raise DataError(f"frames folder {root} for {path} does not exist (frames are read from JPEGImages/ "
+                        f"beside the JSON, or from --frames-root)")
+    dataset = YTVISDataset(path, root)
+    jobs = []
+    for index in range(len(dataset)):
+        record = dataset[index]
+        name = f"{record.name}" if record.name else str(record.video_id)
+        jobs.append(VideoJob(name, record.video_id, [str(p) for p in record.file_names]))
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):  # fall back on ids, which are unique
+        for job in jobs:
+            job.name = str(job.video_id)
+    categories = sorted(({"id": c["id"], "name": str(c.get("name", c["id"]))} for c in dataset.categories),
+                        key=lambda c: c["id"])
+    return InputSet(jobs, categories, [str(path)])
