@@ -39,6 +39,14 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_id(value) -> bool:
+    return _is_int(value) or isinstance(value, str)
+
+
 @dataclass
 class PanopticFrame:
     image_file: Path
@@ -131,24 +139,44 @@ class VIPSegDataset:
         if not isinstance(cats, list):
             raise self.fail("top level", "field 'categories' is missing or not a list")
         for index, cat in enumerate(cats):
-            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "isthing" not in cat:
+            if not isinstance(cat, dict) or not _is_int(cat.get("id")) or "isthing" not in cat:
                 raise self.fail(f"categories[{index}]", "fields 'id' (integer) and 'isthing' are required")
         return cats
 
     def _index(self, data: dict) -> list[PanopticVideo]:
+        videos = data.get("videos") or []
+        if not isinstance(videos, list):
+            raise self.fail("top level", "field 'videos' must be a list")
         images = {}
-        for index, video in enumerate(data.get("videos") or []):
-            if "video_id" not in video:
-                raise self.fail(f"videos[{index}]", "field 'video_id' is missing")
-            images[video["video_id"]] = {img["id"]: img for img in video.get("images", [])}
+        for index, video in enumerate(videos):
+            self._check_id(f"videos[{index}]", video, "video_id")
+            images[video["video_id"]] = self._images(f"video {video['video_id']}", video.get("images", []))
         anns = data.get("annotations")
         if not isinstance(anns, list):
             raise self.fail("top level", "field 'annotations' is missing or not a list")
         return [self._video(index, ann, images) for index, ann in enumerate(anns)]
 
-    def _video(self, index: int, ann: dict, images: dict) -> PanopticVideo:
-        if "video_id" not in ann:
-            raise self.fail(f"annotations[{index}]", "field 'video_id' is missing")
+    def _check_id(self, where: str, entry, key: str) -> None:
+        if not isinstance(entry, dict):
+            raise self.fail(where, f"expected an object, got {type(entry).__name__}")
+        if key not in entry:
+            raise self.fail(where, f"field '{key}' is missing")
+        if not _is_id(entry[key]):
+            raise self.fail(where, f"field '{key}' = {entry[key]!r} is not a string or an integer")
+
+    def _images(self, where: str, images) -> dict:
+        if not isinstance(images, list):
+            raise self.fail(where, "field 'images' must be a list")
+        by_id = {}
+        for index, image in enumerate(images):
+            if not isinstance(image, dict) or not _is_id(image.get("id")) \
+                    or not isinstance(image.get("file_name"), str):
+                raise self.fail(f"{where}, images[{index}]", "fields 'id' and 'file_name' (a string) are required")
+            by_id[image["id"]] = image
+        return by_id
+
+    def _video(self, index: int, ann, images: dict) -> PanopticVideo:
+        self._check_id(f"annotations[{index}]", ann, "video_id")
         video_id = str(ann["video_id"])
         where = f"video {video_id}"
         video_images = images.get(ann["video_id"])
@@ -163,22 +191,40 @@ class VIPSegDataset:
         known = {c["id"]: bool(c["isthing"]) for c in self.categories}
         infos, size = [], None
         for t, frame in enumerate(frames):
-            image = video_images.get(frame.get("image_id"))
+            if not isinstance(frame, dict) or not isinstance(frame.get("file_name"), str):
+                raise self.fail(f"{where}, frame {t}", "expected an object with 'file_name' (a string)")
+            image = video_images.get(frame.get("image_id")) if _is_id(frame.get("image_id")) else None
             if image is None:
                 raise self.fail(f"{where}, frame {t}", f"field 'image_id' = {frame.get('image_id')!r} is not in 'videos'")
-            size = size or (image.get("height"), image.get("width"))
-            segments = []
-            for s, seg in enumerate(frame.get("segments_info", [])):
-                if seg.get("category_id") not in known:
-                    raise self.fail(f"{where}, frame {t}, field 'segments_info'[{s}]",
-                                    f"'category_id' = {seg.get('category_id')!r} is not in 'categories'")
-                if not isinstance(seg.get("id"), int):
-                    raise self.fail(f"{where}, frame {t}, field 'segments_info'[{s}]", "'id' is missing")
-                segments.append({**seg, "isthing": known[seg["category_id"]]})
+            size = size or self._size(f"{where}, frame {t}", image)
+            segments = self._segments(f"{where}, frame {t}", frame.get("segments_info", []), known)
             stem = os.path.splitext(image["file_name"])[0]
             image_file = (self.image_root / video_id / (stem + self.image_ext)) if self.image_root else Path()
             infos.append(PanopticFrame(image_file, self.panoptic_root / video_id / frame["file_name"], segments))
-        return PanopticVideo(video_id, int(size[0]), int(size[1]), infos)
+        return PanopticVideo(video_id, size[0], size[1], infos)
+
+    def _size(self, where: str, image: dict) -> tuple[int, int]:
+        height, width = image.get("height"), image.get("width")
+        if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+            raise self.fail(where, f"image 'height'/'width' must be positive integers, got {height!r}/{width!r}")
+        return height, width
+
+    def _segments(self, where: str, infos, known: dict) -> list[dict]:
+        if not isinstance(infos, list):
+            raise self.fail(where, "field 'segments_info' must be a list")
+        segments = []
+        for s, seg in enumerate(infos):
+            label = f"{where}, field 'segments_info'[{s}]"
+            if not isinstance(seg, dict):
+                raise self.fail(label, "expected an object")
+            if not _is_int(seg.get("category_id")) or seg["category_id"] not in known:
+                raise self.fail(label, f"'category_id' = {seg.get('category_id')!r} is not in 'categories'")
+            if not _is_int(seg.get("id")):
+                raise self.fail(label, "'id' is missing")
+            if seg.get("iscrowd", 0) not in (0, 1):
+                raise self.fail(label, f"'iscrowd' = {seg['iscrowd']!r}; expected 0 or 1")
+            segments.append({**seg, "isthing": known[seg["category_id"]]})
+        return segments
 
     def _check_files(self, check_images: bool) -> None:
         for video in self._videos:
