@@ -230,7 +230,7 @@ def evaluate_set(pset: PanopticSet, script_nframes: tuple = SCRIPT_NFRAMES,
     categories = pset.categories
     videos = []
     for video_id, frames in iter_videos(pset):
-        tables = [frame_segments(fr, categories, f"{pset.pred_png_dir / video_id} frame {i}")
+        tables = [frame_segments(fr, categories, f"{pset.pred_png_dir / str(video_id)} frame {i}")
                   for i, fr in enumerate(frames)]
         videos.append((video_id, tables))
     return evaluate_frames(videos, categories, script_nframes, paper_nframes)
