@@ -33,8 +33,8 @@ from dvis.modeling.postprocess import VPSResult, VSSResult, upsample_masks
 
 def frames_of(video) -> Iterable[np.ndarray]:
     """A path, frame folder, list of image paths or VideoSource -> a VideoSource; a list/array of
-    (H, W, 3) uint8 frames or a (T, H, W, 3) array/tensor is used as it is."""
-    if isinstance(video, VideoSource):
+    (H, W, 3) uint8 frames, a (T, H, W, 3) array/tensor or an iterator of frames is used as it is."""
+    if isinstance(video, (VideoSource, Iterator)):
         return video
     if isinstance(video, (np.ndarray, Tensor)):
         if video.ndim != 4 or video.shape[-1] != 3:

@@ -54,7 +54,7 @@ class SegmentOptions:
     def fingerprint(self) -> dict:
         """What a finished video's partial must have been computed with to be reused."""
         keys = ("model", "weights", "mode", "task", "clip_len", "spill_dtype")
-        return {k: asdict(self)[k] for k in keys}
+        return {**{k: asdict(self)[k] for k in keys}, "model_files": _model_stamp(self.model, self.weights)}
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -263,6 +263,15 @@ class SegmentRun:
                 renderer.add(np.stack([classes_map == k for k in present]) if present else None,
                              [colours[k] for k in present], [self.names[k] for k in present])
         return {"video_id": job.name, "frames": names}
+
+
+def _model_stamp(model: str, weights: str | None) -> list:
+    """(size, mtime) of the weight files, so that a retrained model does not reuse old partials."""
+    from dvis.inference.registry import REGISTERED, registered_folder
+
+    folder = registered_folder(model) if model in REGISTERED else Path(model)
+    files = [folder / "model.safetensors"] + ([Path(weights)] if weights else [])
+    return [[f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
 def _png(class_map: np.ndarray) -> bytes:
