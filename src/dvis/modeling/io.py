@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from dvis.errors import CheckpointError, ConfigError
+from dvis.errors import CheckpointError, ConfigError, DVISError
 from dvis.modeling.dvis import DVIS, DVISConfig, InferenceConfig
 from dvis.modeling.refiner import RefinerConfig
 from dvis.modeling.segmenter import SegmenterConfig
@@ -39,23 +41,57 @@ def config_to_dict(config: DVISConfig) -> dict[str, Any]:
     }
 
 
+_SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}
+
+
+def _check_value(section: str, key: str, annotation: str, value, source: str) -> None:
+    """Plain YAML values only, of the field's declared kind (annotations are strings here)."""
+    where = f"{source}: {section}.{key}"
+    expected = _SCALARS.get(annotation)
+    if expected is not None:
+        wrong_bool = isinstance(value, bool) and annotation != "bool"
+        if wrong_bool or not isinstance(value, expected):
+            raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+    elif annotation.startswith("tuple"):
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(f"{where}: expected a plain value, got {type(value).__name__}")
+
+
 def _section(cls, values: dict | None, name: str, source: str):
     if values is None:
         return None
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{source}: unknown key(s) in {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+    required = sorted(k for k, f in fields.items() if f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING and k not in values)
+    if required:
+        raise ConfigError(f"{source}: section {name!r} lacks required key(s): {', '.join(required)}")
+    for key, value in values.items():
+        _check_value(name, key, str(fields[key].type), value, source)
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError, DVISError) as err:
+        raise _named(err, f"{source}: section {name!r}") from None
+
+
+def _named(err: Exception, source: str) -> DVISError:
+    """The same typed error with ``source`` (file, section) in front; others become ConfigError."""
+    kind = type(err) if isinstance(err, DVISError) else ConfigError
+    return kind(f"{source}: {err}")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> DVISConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {sorted(_SECTIONS)}")
-    unknown = sorted(set(values) - set(_SECTIONS))
+    unknown = sorted(str(k) for k in set(values) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; expected {sorted(_SECTIONS)}")
     if values.get("segmenter") is None:
@@ -69,8 +105,8 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> DVISConf
 def load_config(path: str | Path) -> DVISConfig:
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))  # safe: no python/* tags
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read config: {err}") from None
     return config_from_dict(values, str(path))
 
@@ -108,15 +144,61 @@ def load_pretrained(directory: str | Path, **inference_overrides) -> DVIS:
             raise CheckpointError(f"{directory}: missing {name} (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     config = load_config(directory / CONFIG_FILE)
     if inference_overrides:
-        config.inference = dataclasses.replace(config.inference, **inference_overrides)
-    model = DVIS(config)
+        try:
+            config.inference = dataclasses.replace(config.inference, **inference_overrides)
+        except TypeError as err:
+            raise ConfigError(f"inference overrides {sorted(inference_overrides)}: {err}") from None
+    weights = directory / WEIGHTS_FILE
+    # Check the file's names and shapes against a model built on the meta device first, so that a
+    # junk config (hidden_dim: 10**6) is refused before any memory is allocated for it.
+    check_state_dict(_build(config, directory / CONFIG_FILE, meta=True).state_dict(), _header(weights), str(weights))
+    model = _build(config, directory / CONFIG_FILE)
     try:
-        state = load_file(str(directory / WEIGHTS_FILE))
+        state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file: {err}") from None
-    check_state_dict(model.state_dict(), state, str(directory / WEIGHTS_FILE))
+        raise CheckpointError(f"{weights}: not a readable safetensors file: {err}") from None
+    check_state_dict(model.state_dict(), state, str(weights))
+    check_finite(state, str(weights))
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _build(config: DVISConfig, source: Path, meta: bool = False) -> DVIS:
+    try:
+        if meta:
+            with torch.device("meta"):
+                return DVIS(config)
+        return DVIS(config)
+    except (AssertionError, TypeError, ValueError, RuntimeError, DVISError) as err:
+        if isinstance(err, DVISError):
+            raise _named(err, str(source)) from None
+        raise ConfigError(f"{source}: the config does not describe a buildable model: {err}") from None
+
+
+def _header(path: Path) -> dict:
+    """name -> meta tensor of the file's dtype and shape (reads only the safetensors header)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: torch.empty(handle.get_slice(name).get_shape(),
+                                      dtype=_DTYPES.get(handle.get_slice(name).get_dtype(), torch.uint8),
+                                      device="meta")
+                    for name in handle.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file: {err}") from None
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def check_finite(state: dict, source: str) -> None:
+    """Raise :class:`CheckpointError` naming the tensors that hold NaN or infinite values."""
+    bad = [name for name, value in state.items()  # meta tensors (shape-only checks) hold no values
+           if value.is_floating_point() and value.device.type != "meta" and not bool(torch.isfinite(value).all())]
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: {shown}")
 
 
 def check_state_dict(expected: dict, state: dict, source: str, prefix: str = "") -> None:
@@ -127,6 +209,10 @@ def check_state_dict(expected: dict, state: dict, source: str, prefix: str = "")
         f"{prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in state.items()
         if k in expected and v.shape != expected[k].shape
+    ] + [
+        f"{prefix}{k}: checkpoint dtype {v.dtype} vs model {expected[k].dtype} (not a floating-point tensor)"
+        for k, v in state.items()
+        if k in expected and expected[k].is_floating_point() and not v.is_floating_point()
     ]
     if missing or unexpected or wrong:
         raise CheckpointError(mismatch_message(source, missing, unexpected, wrong))
