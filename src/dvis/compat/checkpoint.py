@@ -10,8 +10,6 @@ which variant the file looks like.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from dvis.compat.official import (
     convert_segmenter_state_dict,
 )
 from dvis.errors import CheckpointError
-from dvis.modeling.io import check_state_dict, mismatch_message
+from dvis.modeling.io import check_finite, check_state_dict, mismatch_message
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -42,7 +40,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             raw = load_file(str(path))
         else:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - the weights-only unpickler raises IndexError, struct.error, ...
+        # on junk bytes; safetensors raises SafetensorError. Nothing ran (no code is unpickled).
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path}: not a readable weights-only checkpoint (torch.load(weights_only=True) or "
@@ -150,6 +149,7 @@ def load_official(
     else:
         source = source or str(checkpoint)
         state = read_state_dict(checkpoint)
+    check_finite(state, source)
     info = describe(state)
     _check_variant(model, info, source)
     parts: dict[str, dict[str, Tensor]] = {"segmenter": {}, TRACKER_PREFIX: {}, REFINER_PREFIX: {}}
@@ -164,7 +164,10 @@ def load_official(
             unknown.append(key)
     if unknown:
         raise CheckpointError(mismatch_message(source, [], sorted(unknown), []))
-    converted = convert_segmenter_state_dict(parts["segmenter"], model.config.segmenter)
+    try:
+        converted = convert_segmenter_state_dict(parts["segmenter"], model.config.segmenter)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
     model.segmenter.load_state_dict(converted, strict=True, assign=assign)
     if model.tracker is not None:
         _load_module(model.tracker, parts[TRACKER_PREFIX], TRACKER_PREFIX, source, assign)
