@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "dvis.data.commands",
     "dvis.evaluation.commands",
     "dvis.inference.commands",
+    "dvis.training.commands",
 ]
 
 

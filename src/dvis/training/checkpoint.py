@@ -1,0 +1,79 @@
+"""Training checkpoints: everything needed to continue a run exactly.
+
+``OUTPUT_DIR/checkpoints/last.pt`` holds the stage, the iteration reached, the trained module's
+weights, optimizer, scheduler and AMP scaler states, and every process's RNG states (torch,
+CUDA, numpy, python). The data position is the iteration (see :mod:`dvis.training.data`).
+
+Written with ``torch.save`` into a temporary file beside the target, then ``os.replace``: a kill
+during the write leaves the previous ``last.pt`` intact. Only tensors, dicts, lists, tuples and
+numbers are stored, and files are read with ``torch.load(weights_only=True)`` (no code runs on
+load).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dvis.errors import CheckpointError
+from dvis.modeling.io import atomic_write
+
+FORMAT = "dvis-training-checkpoint"
+VERSION = 1
+
+
+def checkpoint_path(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints" / "last.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states, in a weights-only-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
+    """Read and check a training checkpoint for ``stage``; CheckpointError says what is wrong."""
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise CheckpointError(f"{path}: not a readable training checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dvis training checkpoint (expected format {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r}, this dvis reads {VERSION}")
+    if state.get("stage") != stage:
+        raise CheckpointError(
+            f"{path}: this is a {state.get('stage')}-stage checkpoint, but you are training the {stage} stage; "
+            f"use an output_dir of its own for each stage")
+    return state

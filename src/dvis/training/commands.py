@@ -1,0 +1,40 @@
+"""``dvis train segmenter|tracker|refiner --config FILE [KEY=VALUE ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from dvis.training.config import STAGES
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one DVIS stage (segmenter, tracker or refiner)",
+        description="Train one stage with the earlier stages frozen. Multi-GPU / multi-node: "
+                    "torchrun --nproc_per_node=N -m dvis.cli train ...",
+    )
+    parser.add_argument("stage", choices=STAGES)
+    # overrides follow the file: `--config FILE KEY=VALUE ...` (argparse cannot take positionals after options)
+    parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "KEY=VALUE"),
+                        help="training YAML (see configs/), then dotted overrides, e.g. solver.max_iter=100")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/checkpoints/last.pt if it exists")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dvis.training import distributed
+    from dvis.training.config import load_train_config
+    from dvis.training.loop import train
+
+    config = load_train_config(args.config[0], args.config[1:])
+    try:
+        result = train(config, args.stage, resume=args.resume, device=args.device, progress=not args.no_progress)
+    finally:
+        distributed.teardown()
+    if result.model_dir is not None and distributed.setup("cpu").is_main:
+        print(f"trained {args.stage} for {result.iteration} iterations -> {result.model_dir}")
+    return 0
