@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import av
+import av.logging
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -22,6 +23,9 @@ from dvis.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_FOLDER_FPS = 30.0
+# Frames larger than this are refused from the header, before any pixel is decoded (8192 x 8192:
+# above DCI 8K; the model works at ~360-720 px anyway). Raise it here if you really need more.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 __all__ = ["open_video", "VideoSource", "VideoFile", "ImageSequence", "natural_key", "read_image",
            "VideoWriter", "IMAGE_EXTENSIONS"]
@@ -32,14 +36,24 @@ def natural_key(name: str) -> list:
     return [(0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)]
 
 
+def check_frame_size(source, height: int, width: int) -> None:
+    """Refuse frames above :data:`MAX_FRAME_PIXELS` (checked from headers, before decoding)."""
+    if height * width > MAX_FRAME_PIXELS:
+        raise DataError(f"{source}: frames are {width}x{height} = {height * width} pixels, above the limit "
+                        f"of {MAX_FRAME_PIXELS} (dvis.data.video.MAX_FRAME_PIXELS); downscale the input first")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads one image as uint8 RGB (H, W, 3); grayscale, palette and RGBA are converted."""
     try:
         with Image.open(path) as image:
+            check_frame_size(f"image file {path}", image.height, image.width)
             return np.array(image.convert("RGB"))
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"image file {path} cannot be read as an image: {err}") from None
 
 
@@ -48,11 +62,12 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            return height, width
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"image file {path} cannot be read as an image: {err}") from None
+    check_frame_size(f"image file {path}", height, width)
+    return height, width
 
 
 class VideoSource:
@@ -144,28 +159,67 @@ class VideoFile(VideoSource):
             container.close()
         if self.height <= 0 or self.width <= 0:
             raise DataError(f"video file {self.path} has no frame size in its header")
+        check_frame_size(f"video file {self.path}", self.height, self.width)
         super().__init__(fps if fps is not None else (float(rate) if rate else DEFAULT_FOLDER_FPS))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         container = _open_container(self.path)
         decoded = 0
-        try:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    yield frame.to_ndarray(format="rgb24")
-                    decoded += 1
-        except av.FFmpegError as err:
-            _warn(f"video file {self.path}: decoding failed at frame {decoded} ({err}); "
-                  f"kept the {decoded} frames before it")
-        finally:
-            container.close()
+        concealed = []  # frame indices after which FFmpeg logged a decoding error
+        with _DecoderErrors() as errors:
+            try:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        if errors.new():
+                            concealed.append(decoded)
+                        self._check_frame(frame, decoded)
+                        yield frame.to_ndarray(format="rgb24")
+                        decoded += 1
+            except av.FFmpegError as err:
+                _warn(f"video file {self.path}: decoding failed at frame {decoded} ({err}); "
+                      f"kept the {decoded} frames before it")
+            finally:
+                container.close()
+        if concealed:
+            _warn(f"video file {self.path}: FFmpeg reported corrupted data while decoding frames "
+                  f"{concealed[0]}..{concealed[-1]} ({len(concealed)} frames affected); they were "
+                  f"error-concealed and may show artifacts")
         if decoded == 0:
             raise DataError(f"video file {self.path} has zero decodable frames")
         if self.num_frames is not None and decoded < self.num_frames:
             _warn(f"video file {self.path}: frame {decoded} could not be decoded; got {decoded} of the "
                   f"{self.num_frames} frames its header announces (truncated file?)")
+
+
+    def _check_frame(self, frame, index: int) -> None:
+        if (frame.height, frame.width) != (self.height, self.width):
+            raise DataError(f"video file {self.path}: frame {index} is {frame.width}x{frame.height} but the "
+                            f"stream header says {self.width}x{self.height} (size changes mid-stream are "
+                            f"not supported)")
+
+
+class _DecoderErrors:
+    """Counts FFmpeg error-level log lines while decoding (concealed corruption)."""
+
+    def __enter__(self) -> "_DecoderErrors":
+        self._level = av.logging.get_level()
+        if self._level is None or self._level < av.logging.ERROR:
+            av.logging.set_level(av.logging.ERROR)
+        self._capture = av.logging.Capture(local=False)  # decoder threads log too
+        self._logs = self._capture.__enter__()
+        self._seen = 0
+        return self
+
+    def new(self) -> bool:
+        errors = sum(1 for level, _name, _message in self._logs if level <= av.logging.ERROR)
+        found, self._seen = errors > self._seen, errors
+        return found
+
+    def __exit__(self, *exc) -> None:
+        self._capture.__exit__(*exc)
+        av.logging.set_level(self._level)
 
 
 def _warn(message: str) -> None:
