@@ -31,20 +31,48 @@ def _atomic_target(path: Path):
     return Path(tmp)
 
 
+def _atomic_write(path: Path, write) -> Path:
+    """``write(tmp)`` into a temp file beside ``path``, then ``os.replace`` it into place. On any
+    failure the temp file is removed and the previous ``path`` is untouched; an OSError (disk
+    full, no permission) becomes a :class:`DataError` naming the file."""
+    try:
+        tmp = _atomic_target(path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from None
+        raise
+    return path
+
+
+class OutputWriteError(DataError, OSError):
+    """An output file could not be written (disk full, permissions); still an OSError for callers
+    that catch those, and a DVISError for the command line's clear ``error:`` line."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) tuples
+        return str(self.args[0]) if self.args else ""
+
+
+def _write_error(path: Path, err: OSError) -> OutputWriteError:
+    reason = err.strerror or str(err)
+    return OutputWriteError(f"cannot write {path}: {reason}; the previous version of the file (if any) "
+                            f"is unchanged")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return _atomic_write(Path(path), write)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -75,16 +103,11 @@ def write_ytvis_results(path: str | Path, entries: Iterable[dict]) -> Path:
 
 def zip_results(results_json: str | Path, zip_path: str | Path) -> Path:
     """Zip ``results_json`` as ``results.json`` at the archive root (server submission)."""
-    zip_path = Path(zip_path)
-    tmp = _atomic_target(zip_path)
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.write(results_json, arcname="results.json")
-        os.replace(tmp, zip_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return zip_path
+
+    return _atomic_write(Path(zip_path), write)
 
 
 # ----------------------------------------------------------------------------- VIPSeg
@@ -140,13 +163,8 @@ class VIPSegWriter:
 
     @staticmethod
     def _write_png(path: Path, ids: np.ndarray) -> None:
-        tmp = _atomic_target(path)
-        try:
-            Image.fromarray(ids_to_rgb(ids)).save(tmp, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        rgb = ids_to_rgb(ids)
+        _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
     def close(self) -> Path:
         """Write ``pred.json``; returns its path."""
