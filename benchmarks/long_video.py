@@ -99,7 +99,7 @@ def main() -> None:
         cells = []
         for count in args.frames:
             result = run_case(mode, count, args)
-            cells.append(f"{result['peak_mb']:.0f} MB ({result['seconds']:.0f} s)")
+            cells.append(f"{result['peak_mb']:.0f} MB ({result['seconds']:.1f} s)")
         print(f"| {mode} | " + " | ".join(cells) + " |", flush=True)
 
 

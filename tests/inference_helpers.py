@@ -46,3 +46,19 @@ def write_video(path, frames, fps: float = 10.0) -> None:
     with VideoWriter(path, fps) as writer:
         for frame in frames:
             writer.write(frame)
+
+
+def write_faststart_mp4(path, frames, fps: int = 25) -> None:
+    """An mp4 with its index (moov) first, so that a truncated copy still opens."""
+    import av
+
+    container = av.open(str(path), "w", options={"movflags": "faststart"})
+    stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+    stream.height, stream.width = frames[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
