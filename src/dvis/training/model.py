@@ -33,6 +33,15 @@ def stage_of(config_sections: dict[str, Any]) -> str:
     return "tracker" if config_sections.get("tracker") is not None else "segmenter"
 
 
+def _check_stage(sections: dict[str, Any], stage: str, folder: Path) -> None:
+    """The init model must hold every part the stage freezes."""
+    missing = [part for part in FROZEN[stage] if sections.get(part) is None]
+    if missing:
+        raise CheckpointError(
+            f"init.model = {folder} is a {stage_of(sections)}-stage model (it has no {', '.join(missing)}); "
+            f"the {stage} stage needs the output of the {FROZEN[stage][-1]} stage")
+
+
 def _init_sections(config: TrainConfig) -> dict[str, Any] | None:
     if config.init.model is None:
         return None
@@ -47,6 +56,8 @@ def _init_sections(config: TrainConfig) -> dict[str, Any] | None:
 def model_sections(config: TrainConfig, stage: str) -> dict[str, Any]:
     """The DVISConfig sections of the stage model (training config first, then init.model)."""
     from_init = _init_sections(config) or {}
+    if from_init:
+        _check_stage(from_init, stage, Path(config.init.model))
     sections: dict[str, Any] = {}
     for part in PARTS[stage]:
         given, inherited = config.model.get(part), from_init.get(part)
@@ -91,13 +102,7 @@ def build_stage_model(config: TrainConfig, stage: str) -> DVIS:
 def _load_folder(model: DVIS, folder: Path, stage: str) -> set[str]:
     from safetensors.torch import load_file
 
-    sections = config_to_dict(load_config(folder / CONFIG_FILE))
-    source_stage = stage_of(sections)
-    missing = [part for part in FROZEN[stage] if sections.get(part) is None]
-    if missing:
-        raise CheckpointError(
-            f"init.model = {folder} is a {source_stage}-stage model (it has no {', '.join(missing)}); "
-            f"the {stage} stage needs the output of the {FROZEN[stage][-1]} stage")
+    _check_stage(config_to_dict(load_config(folder / CONFIG_FILE)), stage, folder)
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
     except Exception as err:  # safetensors raises its own types
