@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train_common import config_dict, make_config, saved_model, synthetic_root  # noqa: F401 (fixture)
+from test_train_common import config_dict, make_config, saved_model, one_thread, synthetic_root  # noqa: F401 (fixtures)
 
 from dvis.cli import main
 from dvis.errors import CheckpointError, ConfigError, DataError

@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_train_common import one_thread  # noqa: F401 (fixture)
+
 from dvis.training.config import LossConfig
 from dvis.training.losses import ClipTargets, DVISLoss
 from dvis.training.matchers import MatchCosts, match_first_appearance, match_tubes
