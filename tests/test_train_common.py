@@ -114,3 +114,14 @@ def test_three_stages_chain_and_export_loadable_models(synthetic_root, tmp_path)
         assert rows[0].startswith("iteration,lr,loss,grad_norm,time") and len(rows) == 5
         assert (run.output_dir / "checkpoints" / "last.pt").is_file()
         assert "trained_stage" in (run.model_dir / "training.yaml").read_text()
+
+
+def test_guided_matching_for_the_first_half_of_training_only(synthetic_root, tmp_path):
+    from dvis.training.loop import Trainer
+
+    init = saved_model(tmp_path / "init", ("segmenter",))
+    trainer = Trainer(make_config("tracker", synthetic_root, tmp_path / "o", init), "tracker", progress=False)
+    flags = []
+    trainer.stage_module.register_forward_pre_hook(lambda module, args: flags.append(args[1]))
+    trainer.train()
+    assert flags == [True, True, False, False]  # max_iter 4, loss.guided_fraction 0.5

@@ -10,7 +10,8 @@ Layout: ``DIR/manifest.json`` (a fingerprint of the segmenter weights, the datas
 dtype; a mismatch rebuilds the cache) and one ``DIR/video_000012.safetensors`` per video holding
 ``pred_embds`` (L, Q, C) and ``pred_logits`` (L, Q, K+1) in float32, ``mask_features``
 (L, C_mask, h, w) and ``pred_masks`` (L, Q, h, w) in the cache dtype (float16 halves the disk
-size; float32 reproduces the uncached run bit for bit). Files are written atomically; building
+size; float32 reproduces the uncached run up to float rounding, since the segmenter then runs
+on another number of frames per call). Files are written atomically; building
 is resumable and split over processes (video i is built by rank i mod world size).
 """
 

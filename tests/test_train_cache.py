@@ -1,0 +1,88 @@
+"""Segmenter-output cache: same losses as running the frozen segmenter, built once, rebuilt when the
+segmenter changes, refused with random augmentation; NaN losses stop training with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_train_common import make_config, one_thread, saved_model, synthetic_root, trained_params  # noqa: F401
+
+from dvis.errors import ConfigError
+from dvis.training.loop import NonFiniteLossError, Trainer
+
+
+@pytest.mark.parametrize("stage", ["tracker", "refiner"])
+def test_float32_cache_reproduces_the_uncached_run(stage, tmp_path, synthetic_root):
+    parts = ("segmenter",) if stage == "tracker" else ("segmenter", "tracker")
+    init = saved_model(tmp_path / "init", parts)
+    runs = {}
+    for mode in ("off", "on"):
+        config = make_config(stage, synthetic_root, tmp_path / mode, init, cache={"enabled": mode, "dtype": "float32"})
+        trainer = Trainer(config, stage, progress=False)
+        assert (trainer.cache is not None) == (mode == "on")
+        result = trainer.train()
+        runs[mode] = (result.history, trained_params(trainer.trained))
+    # equal up to float rounding: the segmenter runs on other batch sizes when building the cache
+    for a, b in zip(runs["off"][0], runs["on"][0]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for name, value in runs["off"][1].items():
+        assert torch.allclose(value, runs["on"][1][name], rtol=1e-4, atol=1e-5), name
+
+
+def test_cache_is_built_once_and_rebuilt_for_another_segmenter(tmp_path, synthetic_root):
+    init = saved_model(tmp_path / "init", ("segmenter",))
+    cache_dir = tmp_path / "cache"
+    config = make_config("tracker", synthetic_root, tmp_path / "a", init, cache={"enabled": "on", "dir": str(cache_dir)})
+    Trainer(config, "tracker", progress=False)
+    files = sorted(cache_dir.glob("video_*.safetensors"))
+    assert len(files) == 3
+    stamps = [f.stat().st_mtime_ns for f in files]
+    Trainer(config, "tracker", progress=False)  # second run (another epoch or a resume): reused as is
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    other = saved_model(tmp_path / "init2", ("segmenter",), seed=5)
+    Trainer(make_config("tracker", synthetic_root, tmp_path / "b", other, cache={"enabled": "on", "dir": str(cache_dir)}),
+            "tracker", progress=False)
+    assert [f.stat().st_mtime_ns for f in files] != stamps  # a different segmenter invalidates the cache
+
+
+def test_float16_cache_is_close_and_auto_follows_augmentation(tmp_path, synthetic_root):
+    init = saved_model(tmp_path / "init", ("segmenter",))
+    auto = Trainer(make_config("tracker", synthetic_root, tmp_path / "a", init, cache={"enabled": "auto"}), "tracker",
+                   progress=False)
+    assert auto.cache is not None and auto.cache.dtype == torch.float16
+    video = auto.videos[0]
+    cached = auto.cache.lookup(0, torch.arange(video.length))
+    import numpy as np
+
+    frames = torch.from_numpy(np.stack([video.load_frame(t) for t in range(video.length)])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        direct = auto.model.segmenter(auto.model.segmenter.preprocess(frames)[0])
+    assert torch.equal(cached["pred_embds"], direct.pred_embds)
+    assert torch.allclose(cached["mask_features"], direct.mask_features, rtol=1e-3, atol=1e-3)
+    augmented = make_config("tracker", synthetic_root, tmp_path / "b", init, cache={"enabled": "auto"},
+                            data={"augmentation": {"short_sides": [64, 96], "max_size": 200}})
+    assert Trainer(augmented, "tracker", progress=False).cache is None
+    forced = make_config("tracker", synthetic_root, tmp_path / "c", init, cache={"enabled": "on"},
+                         data={"augmentation": {"short_sides": [64, 96], "max_size": 200}})
+    with pytest.raises(ConfigError, match="cache.enabled = on needs deterministic clips"):
+        Trainer(forced, "tracker", progress=False)
+
+
+def test_non_finite_loss_names_the_iteration_and_term(tmp_path, synthetic_root, monkeypatch):
+    from dvis.training.losses import DVISLoss
+
+    init = saved_model(tmp_path / "init", ("segmenter",))
+    trainer = Trainer(make_config("tracker", synthetic_root, tmp_path / "o", init), "tracker", progress=False)
+    original = DVISLoss.frame_major_terms
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 2:  # from the second iteration on (2 blocks per iteration)
+            terms["loss_dice"] = terms["loss_dice"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(DVISLoss, "frame_major_terms", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 1: loss term loss_dice(_0)? is nan"):
+        trainer.train()
