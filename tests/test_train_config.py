@@ -102,7 +102,8 @@ def test_overrides_set_nested_values_and_lists(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config_dict("tracker", tmp_path, tmp_path / "o")))
     config = load_train_config(path, ["solver.steps=[10, 20]", "model.tracker.num_layers=3", "data.augmentation=null",
-                                      "loss.num_points=99"])
+                                      "loss.num_points=99", "cache.enabled=off", "solver.amp=on"])
+    assert config.cache.enabled == "off" and config.solver.amp == "on"  # YAML's on/off booleans
     assert config.solver.steps == [10, 20] and config.model["tracker"]["num_layers"] == 3
     assert config.data.augmentation is None and config.loss.num_points == 99
 

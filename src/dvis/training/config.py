@@ -222,7 +222,9 @@ def _coerce(value: Any, f: dataclasses.Field, key: str, source: str) -> Any:
                 raise ValueError
             return [int(v) for v in value]
         if kind.startswith("str"):
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            if isinstance(value, bool):  # YAML reads unquoted on/off as booleans
+                return "on" if value else "off"
+            if not isinstance(value, (str, int, float)):
                 raise ValueError
             return str(value)
     except (TypeError, ValueError):
