@@ -187,3 +187,22 @@ def test_param_groups_follow_the_release(tmp_path):
     embeddings = [g for n, g in by_name.items() if "queries_embedder" in n or "level_embed" in n]
     assert all(g["weight_decay"] == 0.0 for g in embeddings if isinstance(
         dict(model.segmenter.named_modules()).get(g["name"].rsplit(".", 1)[0]), torch.nn.Embedding))
+
+
+def test_cli_trains_and_resumes(tmp_path, synthetic_root, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict("segmenter", synthetic_root, tmp_path / "o")))
+    assert main(["train", "segmenter", "--config", str(path), "solver.max_iter=2", "--no-progress"]) == 0
+    assert "trained segmenter for 2 iterations" in capsys.readouterr().out
+    assert main(["train", "segmenter", "--config", str(path), "solver.max_iter=3", "--resume", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "o" / "checkpoints" / "last.pt", "segmenter")["iteration"] == 3
+    tracker = tmp_path / "t.yaml"  # a tracker run pointed at the segmenter run's folder
+    tracker.write_text(yaml.safe_dump(config_dict("tracker", synthetic_root, tmp_path / "o",
+                                                  saved_model(tmp_path / "init", ("segmenter",)))))
+    capsys.readouterr()
+    assert main(["train", "tracker", "--config", str(tracker), "--resume", "--no-progress"]) == 2
+    assert "segmenter-stage checkpoint, but you are training the tracker stage" in capsys.readouterr().err
+    values = config_dict("segmenter", synthetic_root, tmp_path / "o")
+    path.write_text(yaml.safe_dump({**values, "stage": "segmenter"}))
+    assert main(["train", "refiner", "--config", str(path), "--no-progress"]) == 2
+    assert "this config is for the segmenter stage, not refiner" in capsys.readouterr().err

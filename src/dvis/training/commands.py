@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from dvis.training.config import STAGES
 
@@ -35,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, args.stage, resume=args.resume, device=args.device, progress=not args.no_progress)
     finally:
         distributed.teardown()
-    if result.model_dir is not None and distributed.setup("cpu").is_main:
+    if result.model_dir is not None and os.environ.get("RANK", "0") == "0":
         print(f"trained {args.stage} for {result.iteration} iterations -> {result.model_dir}")
     return 0
