@@ -171,8 +171,8 @@ class Trainer:
                                                and refiner.use_cross_attention)
         unused = find_unused == "on" or (find_unused == "auto" and (ablated or not self.config.loss.deep_supervision))
         device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-        return DistributedDataParallel(self.stage_module, device_ids=device_ids, broadcast_buffers=False,
-                                       find_unused_parameters=unused)
+        # buffers (frozen BatchNorm statistics, the loss's class weights) are equal on every rank
+        return DistributedDataParallel(self.stage_module, device_ids=device_ids, find_unused_parameters=unused)
 
     def _build_cache(self) -> SegmenterCache:
         cache_cfg = self.config.cache
@@ -292,7 +292,7 @@ class Trainer:
             micro += 1
             if micro < self.accumulation:
                 continue
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = max(group["lr"] for group in self.optimizer.param_groups)  # the non-backbone rate
             grad_norm = self._optimizer_step()
             self.iteration += 1
             total = float(self.criterion.weighted_total({k: torch.tensor(v) for k, v in step_terms.items()}))
