@@ -125,3 +125,11 @@ def test_guided_matching_for_the_first_half_of_training_only(synthetic_root, tmp
     trainer.stage_module.register_forward_pre_hook(lambda module, args: flags.append(args[1]))
     trainer.train()
     assert flags == [True, True, False, False]  # max_iter 4, loss.guided_fraction 0.5
+
+
+def test_progress_bar_shows_loss_and_eta(synthetic_root, tmp_path, capsys):
+    from dvis.training.loop import train
+
+    train(make_config("segmenter", synthetic_root, tmp_path / "o", solver={"max_iter": 2}), "segmenter", progress=True)
+    err = capsys.readouterr().err
+    assert "train segmenter" in err and "loss=" in err and "2/2" in err and "<" in err  # tqdm: elapsed<remaining

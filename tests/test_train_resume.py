@@ -90,6 +90,7 @@ def test_sigkill_during_training_then_resume_matches_a_straight_run(tmp_path, sy
     assert_same(trained_params(straight.trained), trained_params(resumed.trained))
     iterations = [int(r["iteration"]) for r in csv.DictReader((tmp_path / "killed" / "metrics.csv").open())]
     assert iterations == list(range(1, stop + 1))
+    assert not list(last.parent.glob("*.tmp"))  # a temporary file of the killed write is cleaned up
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, synthetic_root, monkeypatch):
