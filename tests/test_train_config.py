@@ -206,3 +206,10 @@ def test_cli_trains_and_resumes(tmp_path, synthetic_root, capsys):
     path.write_text(yaml.safe_dump({**values, "stage": "segmenter"}))
     assert main(["train", "refiner", "--config", str(path), "--no-progress"]) == 2
     assert "this config is for the segmenter stage, not refiner" in capsys.readouterr().err
+
+
+def test_cli_stage_choices_match_the_trainer():
+    from dvis.training.commands import STAGES as CLI_STAGES
+    from dvis.training.config import STAGES
+
+    assert CLI_STAGES == STAGES

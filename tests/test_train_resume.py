@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train_common import config_dict, make_config, saved_model, synthetic_root, trained_params, one_thread  # noqa: F401 (fixtures)
+from test_train_common import (  # noqa: F401 (fixtures one_thread, synthetic_root)
+    config_dict,
+    make_config,
+    one_thread,
+    saved_model,
+    synthetic_root,
+    trained_params,
+)
 
 from dvis.training import checkpoint as checkpoint_module
 from dvis.training.checkpoint import checkpoint_path, load_checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dvis.training.config import STAGES
+STAGES = ("segmenter", "tracker", "refiner")  # = dvis.training.config.STAGES (not imported: keeps `dvis -h` light)
 
 
 def register(subparsers) -> None:
