@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import av
-import av.logging
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -165,27 +164,26 @@ class VideoFile(VideoSource):
     def __iter__(self) -> Iterator[np.ndarray]:
         container = _open_container(self.path)
         decoded = 0
-        concealed = []  # frame indices after which FFmpeg logged a decoding error
-        with _DecoderErrors() as errors:
-            try:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for packet in container.demux(stream):
-                    for frame in packet.decode():
-                        if errors.new():
-                            concealed.append(decoded)
-                        self._check_frame(frame, decoded)
-                        yield frame.to_ndarray(format="rgb24")
-                        decoded += 1
-            except av.FFmpegError as err:
-                _warn(f"video file {self.path}: decoding failed at frame {decoded} ({err}); "
-                      f"kept the {decoded} frames before it")
-            finally:
-                container.close()
+        concealed = []  # frames the decoder flagged as corrupt (errors concealed, may show artifacts)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if frame.is_corrupt:
+                        concealed.append(decoded)
+                    self._check_frame(frame, decoded)
+                    yield frame.to_ndarray(format="rgb24")
+                    decoded += 1
+        except av.FFmpegError as err:
+            _warn(f"video file {self.path}: decoding failed at frame {decoded} ({err}); "
+                  f"kept the {decoded} frames before it")
+        finally:
+            container.close()
         if concealed:
-            _warn(f"video file {self.path}: FFmpeg reported corrupted data while decoding frames "
-                  f"{concealed[0]}..{concealed[-1]} ({len(concealed)} frames affected); they were "
-                  f"error-concealed and may show artifacts")
+            _warn(f"video file {self.path}: the decoder flagged {len(concealed)} frame(s) between "
+                  f"{concealed[0]} and {concealed[-1]} as corrupt (damaged data, errors concealed); "
+                  f"they may show artifacts")
         if decoded == 0:
             raise DataError(f"video file {self.path} has zero decodable frames")
         if self.num_frames is not None and decoded < self.num_frames:
@@ -198,28 +196,6 @@ class VideoFile(VideoSource):
             raise DataError(f"video file {self.path}: frame {index} is {frame.width}x{frame.height} but the "
                             f"stream header says {self.width}x{self.height} (size changes mid-stream are "
                             f"not supported)")
-
-
-class _DecoderErrors:
-    """Counts FFmpeg error-level log lines while decoding (concealed corruption)."""
-
-    def __enter__(self) -> "_DecoderErrors":
-        self._level = av.logging.get_level()
-        if self._level is None or self._level < av.logging.ERROR:
-            av.logging.set_level(av.logging.ERROR)
-        self._capture = av.logging.Capture(local=False)  # decoder threads log too
-        self._logs = self._capture.__enter__()
-        self._seen = 0
-        return self
-
-    def new(self) -> bool:
-        errors = sum(1 for level, _name, _message in self._logs if level <= av.logging.ERROR)
-        found, self._seen = errors > self._seen, errors
-        return found
-
-    def __exit__(self, *exc) -> None:
-        self._capture.__exit__(*exc)
-        av.logging.set_level(self._level)
 
 
 def _warn(message: str) -> None:
