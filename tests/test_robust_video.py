@@ -100,7 +100,7 @@ print(json.dumps(outcomes))
 def test_flipped_bytes_in_an_mp4_decode_with_a_warning_or_are_refused(tmp_path):
     """Random byte flips in the middle of a VideoWriter mp4 (child process: an FFmpeg crash or hang
     would fail the test instead of killing the run). Every outcome is frames of the right shape
-    or a DataError; most damaged files also warn that FFmpeg concealed corrupted data."""
+    or a DataError; most damaged files also warn that the decoder flagged frames as corrupt."""
     clean = tmp_path / "clean.mp4"
     with VideoWriter(clean, fps=25) as writer:
         for frame in _noise(30, 64, 96):
