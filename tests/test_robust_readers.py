@@ -337,3 +337,18 @@ def test_vpq_stq_set_reader_fuzz(doc, fuzz_truth, scratch):
         stq_evaluate(pset)
     except DVISError as err:
         _assert_named(err)
+
+
+@pytest.mark.parametrize("polygons, problem", [
+    ([[1.0, 1.0, 4.0, 1.0]], "at least 3 x, y pairs"),  # pycocotools would read 4 values as a box
+    ([[1.0, 1.0, 4.0, 1.0, 4.0, 4.0, 2.0]], "at least 3 x, y pairs"),
+    ([[1.0, 1.0, "4", 1.0, 4.0, 4.0]], "coordinate '4'"),
+    ([[1.0, 1.0, True, 1.0, 4.0, 4.0]], "coordinate True"),
+    ([[[1.0, 1.0], [4.0, 1.0], [4.0, 4.0]]], "at least 3 x, y pairs"),
+    ([[1.0, 1.0, 4.0, 1.0, 4.0, 4.0], 7], "polygon 1"),
+])
+def test_malformed_polygons_are_refused(polygons, problem):
+    with pytest.raises(DataError, match=problem):
+        eval_rle.to_rle(polygons, H, W, "res.json: entry 0")
+    with pytest.raises(DataError, match=problem):
+        data_masks.decode(polygons, H, W, where="ann.json")

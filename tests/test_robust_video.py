@@ -277,3 +277,16 @@ def test_variable_frame_rate_reads_every_frame_once(tmp_path, codec, suffix, fmt
         assert all(np.array_equal(a, b) for a, b in zip(frames, frames_in))
     # fps: the container's average rate, between the slowest (2.5) and fastest (100) instantaneous rate
     assert 2.5 <= source.fps <= 100.0, source.fps
+
+
+def test_frames_that_disagree_with_the_header_are_refused(tmp_path):
+    """A stream whose frames change size (here: a header that disagrees with the frames) is
+    refused at the first such frame instead of yielding mixed shapes."""
+    path = tmp_path / "v.mp4"
+    with VideoWriter(path, fps=25) as writer:
+        for frame in _noise(3, 32, 48):
+            writer.write(frame)
+    source = open_video(path)
+    source.height = 30
+    with pytest.raises(DataError, match=r"v\.mp4: frame 0 is 48x32 but the stream header says 48x30"):
+        list(source)
