@@ -160,9 +160,15 @@ def test_kill_during_checkpoint_writing_keeps_the_previous_checkpoint(tmp_path):
     assert done.returncode == -signal.SIGKILL, done.stderr
     state = load_checkpoint(path, "segmenter")
     assert state["iteration"] == 2 and torch.equal(state["model"]["w"], torch.ones(1000))
-    # the half-written temporary file is left beside it (SIGKILL runs no cleanup) but never read
+    # the half-written temporary file is left beside it (SIGKILL runs no cleanup), never read,
+    # and removed by the next checkpoint write
     leftovers = [p.name for p in path.parent.iterdir() if p != path]
-    assert all(name.startswith(".last.pt.") and name.endswith(".tmp") for name in leftovers), leftovers
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
+    from dvis.training.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {"stage": "segmenter", "iteration": 4, "model": {"w": torch.zeros(1000)}})
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    assert load_checkpoint(path, "segmenter")["iteration"] == 4
 
 
 def test_nan_loss_stops_training_naming_iteration_and_term(synthetic_set, tmp_path):
