@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_api
 
-from dvis.data.masks import check_polygons, check_rle
+from dvis.data.masks import check_polygons, check_rle, first_bad_counts
 from dvis.errors import DataError
 
 
-def to_rle(segm: Any, height: int, width: int, where: str) -> dict | None:
+def to_rle(segm: Any, height: int, width: int, where: str, check_runs: bool = True) -> dict | None:
     """Normalise one frame's segmentation (RLE / uncompressed RLE / polygons / null) to RLE.
 
     ``where`` names the file, entry and field for error messages.
@@ -28,7 +28,20 @@ def to_rle(segm: Any, height: int, width: int, where: str) -> dict | None:
     if isinstance(segm, list):  # polygons
         polygons = check_polygons(segm, height, width, where)
         return mask_api.merge(mask_api.frPyObjects(polygons, height, width))
-    return check_rle(segm, height, width, where)
+    return check_rle(segm, height, width, where, check_runs)
+
+
+def to_rles(segms: list, height: int, width: int, where: str) -> list[dict | None]:
+    """:func:`to_rle` of every frame of a track, with the run lengths of all compressed strings
+    checked in one vectorised pass; a failure is explained by the single-frame check."""
+    wheres = [f"{where}[{f}]" for f in range(len(segms))]
+    rles = [to_rle(s, height, width, w, check_runs=False) for s, w in zip(segms, wheres)]
+    present = [f for f, r in enumerate(rles) if r is not None]
+    bad = first_bad_counts([rles[f]["counts"] for f in present], height * width)
+    if bad is not None:
+        to_rle(segms[present[bad]], height, width, wheres[present[bad]])  # raises, naming the problem
+        raise DataError(f"{wheres[present[bad]]}: malformed RLE 'counts'")  # not reached
+    return rles
 
 
 def empty_rle(height: int, width: int) -> dict:

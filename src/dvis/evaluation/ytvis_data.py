@@ -136,8 +136,7 @@ def _frame_rles(segms: Any, video: Video, where: str) -> list:
     if len(segms) != video.length:
         raise DataError(f"{where}: field 'segmentations' has {len(segms)} frames but video "
                         f"{video.id!r} has {video.length}")
-    return [rle_ops.to_rle(s, video.height, video.width, f"{where}: segmentations[{f}]")
-            for f, s in enumerate(segms)]
+    return rle_ops.to_rles(segms, video.height, video.width, f"{where}: segmentations")
 
 
 def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth:
