@@ -352,3 +352,14 @@ def test_malformed_polygons_are_refused(polygons, problem):
         eval_rle.to_rle(polygons, H, W, "res.json: entry 0")
     with pytest.raises(DataError, match=problem):
         data_masks.decode(polygons, H, W, where="ann.json")
+
+
+@pytest.mark.parametrize("counts, problem", [("0000000000", "covers 0 pixels"), ("zz", "character"),
+                                             ("5o", "truncated"), ([0, 3], "covers 3 pixels")])
+def test_results_file_names_the_frame_with_the_bad_rle(counts, problem):
+    """Results are checked a track at a time (vectorised); the error still names the frame."""
+    gt = parse_ground_truth(ytvis_document(), "gt.json")
+    results = results_document()
+    results[1]["segmentations"][1] = {"size": [H, W], "counts": counts}
+    with pytest.raises(DataError, match=rf"res\.json: entry 1: segmentations\[1\]: .*{problem}"):
+        parse_results(results, gt, "res.json")
