@@ -25,8 +25,11 @@ def test_float32_cache_reproduces_the_uncached_run(stage, tmp_path, synthetic_ro
     # equal up to float rounding: the segmenter runs on other batch sizes when building the cache
     for a, b in zip(runs["off"][0], runs["on"][0]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # AdamW turns a rounding-level change of a near-zero gradient into a visible step (up to lr = 1e-3
+    # per iteration), so single weights may differ by ~1e-5 after 4 steps; a different run would move
+    # them by ~1e-3. Bound every weight by 1e-4 (2.5 % of 4 steps of lr).
     for name, value in runs["off"][1].items():
-        assert torch.allclose(value, runs["on"][1][name], rtol=1e-4, atol=1e-5), name
+        assert (value - runs["on"][1][name]).abs().max() <= 1e-4, name
 
 
 def test_cache_is_built_once_and_rebuilt_for_another_segmenter(tmp_path, synthetic_root):
