@@ -99,3 +99,66 @@ def test_refiner_ablation_switches_change_the_output():
         ablated = TemporalRefiner(RefinerConfig(**config, **{switch: False})).eval()
         ablated.load_state_dict(full.state_dict())
         assert not torch.allclose(ablated(embeds, memory).pred_embds, reference, atol=1e-4), switch
+
+
+def _hand_tracked_second_frame(tracker: ReferringTracker, frames: torch.Tensor, kind: str, initial: str) -> torch.Tensor:
+    """frames (1, 2, Q, C): the second frame's last-block output computed from the layers by hand."""
+    first, second = frames[0, 0:1], frames[0, 1:2]
+    x = first  # first frame: ID = Q = previous block, K = V = S_0
+    for i in range(tracker.config.num_layers):
+        x = tracker._block(i, x, x, first)
+    previous = x
+    order = match_queries(first[0], second[0], tracker.config.matching)
+    matched = second[:, order]
+    if kind == "standard":
+        x = previous
+        for i in range(tracker.config.num_layers):
+            x = tracker._block(i, x, x, second)
+        return x
+    x = {"matched": matched, "unmatched": second, "previous": previous, "zero": torch.zeros_like(second)}[initial]
+    for i in range(tracker.config.num_layers):
+        x = tracker._block(i, x, previous, second)
+    return x
+
+
+@pytest.mark.parametrize("kind, initial", [("referring", "matched"), ("referring", "unmatched"),
+                                           ("referring", "previous"), ("referring", "zero"), ("standard", "matched")])
+@torch.no_grad()
+def test_tracker_ablations_follow_their_definition(kind, initial):
+    torch.manual_seed(4)
+    sizes = dict(num_classes=3, hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=2, mask_dim=32)
+    base = ReferringTracker(TrackerConfig(**sizes)).eval()
+    tracker = ReferringTracker(TrackerConfig(**sizes, cross_attention=kind, initial_value=initial)).eval()
+    tracker.load_state_dict(base.state_dict())  # same parameters: the switches add none
+    frames = torch.randn(1, 2, 6, 32)
+    frames[0, 1] = frames[0, 0][torch.tensor([2, 0, 1, 5, 3, 4])] + 0.05 * torch.randn(6, 32)
+    out, _ = tracker(frames)
+    expected = tracker.decoder_norm(_hand_tracked_second_frame(tracker, frames, kind, initial))
+    assert torch.allclose(out.pred_embds[0, 1], expected[0], atol=1e-5)
+    if (kind, initial) != ("referring", "matched"):
+        assert not torch.allclose(out.pred_embds[0, 1], base(frames)[0].pred_embds[0, 1], atol=1e-3)
+
+
+@torch.no_grad()
+def test_standard_cross_attention_ignores_the_current_query_order():
+    """Without the identification, slot i cannot follow the object: shuffling S_t changes nothing."""
+    torch.manual_seed(5)
+    sizes = dict(num_classes=3, hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=2, mask_dim=32)
+    standard = ReferringTracker(TrackerConfig(**sizes, cross_attention="standard")).eval()
+    frames = torch.randn(1, 2, 6, 32)
+    shuffled = frames.clone()
+    shuffled[0, 1] = frames[0, 1][torch.randperm(6)]
+    assert torch.allclose(standard(frames)[0].pred_embds, standard(shuffled)[0].pred_embds, atol=1e-5)
+    # with an identification from S_t's own order, slot i takes whichever query is i-th
+    unmatched = ReferringTracker(TrackerConfig(**sizes, initial_value="unmatched")).eval()
+    unmatched.load_state_dict(standard.state_dict())
+    assert not torch.allclose(unmatched(frames)[0].pred_embds, unmatched(shuffled)[0].pred_embds, atol=1e-3)
+
+
+def test_tracker_ablation_options_are_checked():
+    with pytest.raises(InputError, match="cross_attention must be one of"):
+        TrackerConfig(cross_attention="deformable")
+    with pytest.raises(InputError, match="initial_value must be one of"):
+        TrackerConfig(initial_value="random")
+    with pytest.raises(InputError, match="referring cross-attention only"):
+        TrackerConfig(cross_attention="standard", initial_value="zero")

@@ -29,9 +29,23 @@ from dvis.modeling.layers import (
 )
 from dvis.modeling.matching import MATCHING_MODES, Matching, match_batch, reorder
 
+# Ablations of the paper (Tables 6 and 7); DVIS is ("referring", "matched").
+CROSS_ATTENTION_KINDS = ("referring", "standard")
+INITIAL_VALUES = ("matched", "unmatched", "previous", "zero")
+
 
 @dataclass
 class TrackerConfig:
+    """Tracker sizes, matching convention and the two ablation switches.
+
+    cross_attention: ``"referring"`` (RCA, DVIS) or ``"standard"``: every block is
+        ``LN(x + MHA(q=x, k=v=S_t))`` with x = the previous frame's output for block 0 and the
+        previous block's output after that (the identification is the query; S~_t is unused).
+    initial_value: block 0's identification on frames after the first: ``"matched"`` (S~_t,
+        DVIS), ``"unmatched"`` (S_t in the segmenter's order), ``"previous"`` (the previous
+        frame's output, the query) or ``"zero"``. Only with ``cross_attention="referring"``.
+    """
+
     num_classes: int = 25
     hidden_dim: int = 256
     feedforward_dim: int = 2048
@@ -39,10 +53,19 @@ class TrackerConfig:
     num_layers: int = 6
     mask_dim: int = 256
     matching: Matching = "paper"
+    cross_attention: str = "referring"
+    initial_value: str = "matched"
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHING_MODES:
             raise InputError(f"matching must be one of {MATCHING_MODES}, got {self.matching!r}")
+        if self.cross_attention not in CROSS_ATTENTION_KINDS:
+            raise InputError(f"cross_attention must be one of {CROSS_ATTENTION_KINDS}, got {self.cross_attention!r}")
+        if self.initial_value not in INITIAL_VALUES:
+            raise InputError(f"initial_value must be one of {INITIAL_VALUES}, got {self.initial_value!r}")
+        if self.cross_attention == "standard" and self.initial_value != "matched":
+            raise InputError("initial_value applies to referring cross-attention only; standard cross-attention "
+                             "uses the previous frame's output (leave initial_value='matched')")
 
     @classmethod
     def from_release_kwargs(cls, kwargs: dict) -> "TrackerConfig":
@@ -158,9 +181,21 @@ class ReferringTracker(nn.Module):
         return outputs
 
     def _next_frame(self, frame: Tensor, matched: Tensor, previous: Tensor) -> list[Tensor]:
-        """Blocks on a later frame: ID = matched / previous block, Q = previous frame's output."""
-        outputs, x = [], matched
-        for index in range(self.config.num_layers):
+        """Blocks on a later frame: ID = matched / previous block, Q = previous frame's output.
+
+        (Ablations: ``standard`` cross-attention chains ID = Q = previous block from the previous
+        frame's output; other initial values replace ``matched`` as block 0's ID.)
+        """
+        config = self.config
+        if config.cross_attention == "standard":
+            outputs, x = [], previous
+            for index in range(config.num_layers):
+                x = self._block(index, x, x, frame)
+                outputs.append(x)
+            return outputs
+        initial = {"matched": matched, "unmatched": frame, "previous": previous}.get(config.initial_value)
+        outputs, x = [], torch.zeros_like(frame) if initial is None else initial
+        for index in range(config.num_layers):
             x = self._block(index, x, previous, frame)
             outputs.append(x)
         return outputs
