@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 DATA = Path(__file__).parent / "data"
 
 
-def golden_files(bundled: list[Path], env_var: str, pattern: str = "*.pt") -> list[Path]:
-    """Bundled files, then every file matching ``pattern`` under ``$env_var`` (file or folder).
+def torch_golden_with(*keys: str) -> Callable[[Path], bool]:
+    """A format test: a torch file (weights-only loadable) whose top-level dict holds ``keys``."""
 
-    A set variable that points at nothing is an error, never a silent skip.
+    def is_format(path: Path) -> bool:
+        try:
+            data = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:  # not a loadable torch file: not this format
+            return False
+        return isinstance(data, dict) and set(keys) <= set(data)
+
+    return is_format
+
+
+def golden_files(bundled: list[Path], env_var: str, pattern: str = "*.pt",
+                 is_format: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Bundled files, then every file matching ``pattern`` (and ``is_format``) under ``$env_var``.
+
+    ``$env_var`` may name a file or a folder (searched recursively; files of other formats are
+    left out). A set variable under which no file of the format is found, or that names nothing,
+    adds a sentinel path that does not exist: the test run on it fails (never a silent skip,
+    and the other tests still run). Tests must start with :func:`require_file`.
     """
     files = list(bundled)
     extra = os.environ.get(env_var)
-    if extra:
-        path = Path(extra)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(path.rglob(pattern))
-            if not found:
-                raise FileNotFoundError(f"{env_var}={extra} holds no {pattern} files")
-            files.extend(found)
-        else:
-            raise FileNotFoundError(f"{env_var}={extra} does not exist")
-    return files
+    if not extra:
+        return files
+    path = Path(extra)
+    candidates = [path] if path.is_file() else sorted(path.rglob(pattern)) if path.is_dir() else []
+    found = [p for p in candidates if is_format is None or is_format(p)]
+    if not found:
+        what = "does not exist" if not path.exists() else f"holds no golden file of this format ({pattern})"
+        return files + [path / f"<{env_var}={extra} {what}>"]
+    return files + found
+
+
+def require_file(path: Path) -> None:
+    """Fail (not skip) on the sentinel that :func:`golden_files` adds for an empty env path."""
+    assert Path(path).is_file(), f"not a golden file: {path}"
 
 
 def ids(files: list[Path]) -> list[str]:

@@ -13,9 +13,10 @@ import torch
 from dvis.compat.checkpoint import load_official
 from dvis.compat.release_config import dvis_config_from_official
 from dvis.modeling.dvis import DVIS
-from golden_files import DATA, golden_files, ids
+from golden_files import DATA, golden_files, ids, require_file, torch_golden_with
 
-FILES = golden_files(sorted((DATA / "e2e").glob("*.pt")), "DVIS_E2E_GOLDEN")
+FILES = golden_files(sorted((DATA / "e2e").glob("*.pt")), "DVIS_E2E_GOLDEN",
+                     is_format=torch_golden_with("config", "model", "inputs", "outputs"))
 SCORE_TOL, MASK_PIXELS, MAP_PIXELS = 1e-4, 20, 50
 
 
@@ -79,6 +80,7 @@ def check_against_release(golden: dict) -> int:
 
 @pytest.mark.parametrize("path", FILES, ids=ids(FILES))
 def test_release_checkpoint_reproduces_release_outputs(path):
+    require_file(path)
     golden = torch.load(path, weights_only=True)
     assert {"offline_vis", "online_vis"} <= set(golden["outputs"]), f"{path}: VIS outputs missing"
     assert check_against_release(golden) == len(golden["outputs"])
@@ -96,6 +98,7 @@ def test_resize_reproduces_the_release_data_mapper():
     from dvis.inference.transforms import resize_video
 
     for path in FILES:
+        require_file(path)
         golden = torch.load(path, weights_only=True)
         inputs = golden["inputs"]
         if "original_video_uint8_thwc" not in inputs:

@@ -50,17 +50,26 @@ def _sets_under(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir())
 
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "goldens" / "metrics_example"
+
+
+def _differs(shared: Path, bundled: Path) -> bool:
+    return not bundled.is_dir() or (shared / "expected.json").read_bytes() != (bundled / "expected.json").read_bytes()
+
+
 def golden_sets() -> list[Path]:
+    """Bundled sets, sets in ../shared/goldens/metrics_example/ that are not bundled copies, then the
+    env var's sets. A set env var under which no set folder is found adds a path that fails its test."""
     sets = sorted(p for p in DATA.iterdir() if p.is_dir())
+    if SHARED.is_dir():
+        sets += [p for p in sorted(SHARED.iterdir())
+                 if p.is_dir() and (p / "expected.json").is_file() and _differs(p, DATA / p.name)]
     extra = os.environ.get(ENV)
     if extra:
         path = Path(extra)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{ENV}={extra} is not a folder")
-        found = _sets_under(path)
-        if not found:
-            raise FileNotFoundError(f"{ENV}={extra} holds no set folders")
-        sets.extend(found)
+        found = _sets_under(path) if path.is_dir() else []
+        what = "is not a folder" if not path.is_dir() else "holds no set folders"
+        sets.extend(found or [path / f"<{ENV}={extra} {what}>"])
     return sets
 
 
@@ -198,6 +207,7 @@ CHECKS = {"ytvis": check_ytvis, "vpq": check_vpq, "stq": check_stq}
 
 @pytest.mark.parametrize("folder", SETS, ids=[str(s) for s in SETS])
 def test_metrics_golden(folder: Path) -> None:
+    assert folder.is_dir(), f"not a metrics golden set: {folder}"
     CHECKS[set_kind(folder)](folder)
 
 
@@ -227,8 +237,10 @@ def test_env_var_sets_are_collected(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(ENV, str(tmp_path))
     assert golden_sets()[-1] == tmp_path / "ytvis_x"
     monkeypatch.setenv(ENV, str(tmp_path / "nothing"))
-    with pytest.raises(FileNotFoundError):
-        golden_sets()
+    sentinel = golden_sets()[-1]  # a path whose test fails (the other tests still run)
+    assert not sentinel.exists() and "is not a folder" in sentinel.name
+    with pytest.raises(AssertionError, match="not a metrics golden set"):
+        test_metrics_golden(sentinel)
 
 
 def test_a_wrong_number_fails(tmp_path: Path) -> None:

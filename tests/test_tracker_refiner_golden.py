@@ -7,9 +7,11 @@ import torch
 
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
 from dvis.modeling.tracker import ReferringTracker, TrackerConfig
-from golden_files import DATA, golden_files, ids
+from golden_files import DATA, golden_files, ids, require_file, torch_golden_with
 
-FILES = golden_files(sorted((DATA / "tracker_refiner").glob("*.pt")), "DVIS_GOLDEN")
+FILES = golden_files(sorted((DATA / "tracker_refiner").glob("*.pt")), "DVIS_GOLDEN",
+                     is_format=torch_golden_with("config", "tracker_state_dict", "refiner_state_dict", "inputs",
+                                                 "tracker_window1", "tracker_frame_forward", "refiner"))
 TOL = 1e-4
 
 
@@ -40,6 +42,7 @@ def build(golden: dict) -> tuple[ReferringTracker, TemporalRefiner]:
 
 @pytest.mark.parametrize("path", FILES, ids=ids(FILES))
 def test_tracker_and_refiner_match_release(path):
+    require_file(path)
     check_against_release(torch.load(path, weights_only=True), path)
 
 
@@ -95,6 +98,7 @@ def check_against_release(golden: dict, path) -> None:
 @torch.no_grad()
 def test_any_window_split_gives_the_same_tracking(path):
     """Streaming: every split of the video into windows (down to 1 frame) equals one call."""
+    require_file(path)
     golden = torch.load(path, weights_only=True)
     tracker, _ = build(golden)
     inputs = golden["inputs"]
@@ -112,3 +116,17 @@ def test_any_window_split_gives_the_same_tracking(path):
         for field in ("pred_logits", "pred_masks", "pred_embds"):
             joined = torch.cat([getattr(p, field) for p in parts], 1)
             assert (joined - getattr(whole, field)).abs().max() <= 1e-5, f"window {size}: {field}"
+
+
+def test_golden_env_var_keeps_only_files_of_this_format_and_fails_when_there_are_none(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(FILES[0], tmp_path / "mine.pt")
+    shutil.copy(DATA / "e2e" / "e2e_small.pt", tmp_path / "other_format.pt")
+    monkeypatch.setenv("DVIS_GOLDEN", str(tmp_path))
+    is_format = torch_golden_with("tracker_state_dict", "refiner_state_dict")
+    assert golden_files([], "DVIS_GOLDEN", is_format=is_format) == [tmp_path / "mine.pt"]
+    (tmp_path / "mine.pt").unlink()
+    sentinel, = golden_files([], "DVIS_GOLDEN", is_format=is_format)
+    with pytest.raises(AssertionError, match="not a golden file"):
+        test_tracker_and_refiner_match_release(sentinel)
