@@ -71,3 +71,34 @@ def test_validation_errors_name_file_video_and_field(tmp_path, kind, expected):
     with pytest.raises(DataError, match=expected) as info:
         VIPSegDataset(path, tmp_path / "panomasksRGB")
     assert str(path) in str(info.value)
+
+
+def _touch_images(root: Path, data: dict) -> list[Path]:
+    """Empty files where the frames belong: the check is a stat, so they need no pixels."""
+    paths = []
+    for video in data["videos"]:
+        for image in video["images"]:
+            path = root / str(video["video_id"]) / (Path(image["file_name"]).stem + ".jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            paths.append(path)
+    return paths
+
+
+def test_frame_images_are_checked_when_an_image_root_is_given(tmp_path):
+    _path, data = _copy_set(tmp_path)
+    images = tmp_path / "images"
+    paths = _touch_images(images, data)
+    dataset = VIPSegDataset(JSON, GT / "panomasksRGB", images)  # empty files: nothing is decoded
+    assert dataset[0].file_names[0] == paths[0]
+    missing = images / "101_synthA" / "00000010.jpg"
+    missing.unlink()
+    with pytest.raises(DataError) as info:
+        VIPSegDataset(JSON, GT / "panomasksRGB", images)
+    message = str(info.value)
+    assert str(JSON) in message and "video 101_synthA, frame 2" in message
+    assert "'file_name'" in message and f"frame image {missing} does not exist" in message
+    VIPSegDataset(JSON, GT / "panomasksRGB", images, check_images=False)  # opt out
+    VIPSegDataset(JSON, GT / "panomasksRGB")  # no image root: nothing to check
+    with pytest.raises(DataError, match=r"frame image .*00000000\.png does not exist"):
+        VIPSegDataset(JSON, GT / "panomasksRGB", images, image_ext=".png")  # the extension is applied

@@ -121,6 +121,10 @@ def _broken(data: dict, kind: str) -> dict:
         data["annotations"][0]["segmentations"][0]["size"] = [H + 1, W]
     elif kind == "unknown_video":
         data["annotations"][0]["video_id"] = 77
+    elif kind.startswith("annotation_"):  # per-annotation height / width / length, as in real files
+        key = kind.split("_")[1]
+        data["annotations"][1].update(height=H, width=W, length=3)
+        data["annotations"][1][key] = {"height": H + 1, "width": "16", "length": 2}[key]
     return data
 
 
@@ -134,6 +138,9 @@ def _broken(data: dict, kind: str) -> dict:
         ("missing_frame", r"video 5, field 'file_names'\[1\]: frame file .*missing\.jpg does not exist"),
         ("rle_size", r"video 5, annotation 1, field 'segmentations'\[0\]: RLE 'size'"),
         ("unknown_video", r"annotation 1 \(video 77\): field 'video_id' = 77 names no video"),
+        ("annotation_height", rf"video 5, annotation 2: field 'height' = {H + 1} but video 5 has height {H}"),
+        ("annotation_width", rf"video 5, annotation 2: field 'width' = '16' but video 5 has width {W}"),
+        ("annotation_length", r"video 5, annotation 2: field 'length' = 2; expected the video's frame count 3"),
     ],
 )
 def test_validation_errors_name_file_video_and_field(tmp_path, kind, expected):
@@ -143,6 +150,34 @@ def test_validation_errors_name_file_video_and_field(tmp_path, kind, expected):
     with pytest.raises(DataError, match=expected) as info:
         YTVISDataset(path, tmp_path / "JPEGImages")
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("length", [3, 1])
+def test_annotation_height_width_length_matching_the_video_load(tmp_path, length):
+    """Real YouTube-VIS files repeat the video's size in each annotation, and their annotation
+    'length' is 1 whatever the video's length: both forms load."""
+    data = _make_set(tmp_path)
+    for ann in data["annotations"]:
+        ann.update(height=H, width=W, length=length)
+    path = tmp_path / "sized.json"
+    path.write_text(json.dumps(data))
+    video = YTVISDataset(path, tmp_path / "JPEGImages")[0]
+    assert [a.id for a in video.annotations] == [1, 2, 3]
+    assert all(a.extra.get("length") is None for a in video.annotations)
+
+
+def test_golden_and_synthetic_annotations_carry_matching_sizes(tmp_path):
+    """The bundled golden ground truth has per-annotation height/width/length; the synthetic
+    generator writes them too. Both pass the new checks."""
+    from dvis.data.synthetic import generate
+
+    raw = json.loads((DATA / "metrics_example/ytvis_a_small/gt.json").read_text())
+    assert all({"height", "width", "length"} <= set(a) for a in raw["annotations"])
+    YTVISDataset(DATA / "metrics_example/ytvis_a_small/gt.json", "/nonexistent", check_files=False)
+    ann = generate(tmp_path / "synth", videos=2, frames=4, seed=3, height=32, width=40)
+    synth = json.loads(Path(ann).read_text())
+    assert synth["annotations"] and all({"height", "width", "length"} <= set(a) for a in synth["annotations"])
+    assert len(YTVISDataset(ann, Path(ann).parent / "JPEGImages")) == 2
 
 
 def test_unreadable_json_and_missing_file(tmp_path):

@@ -106,6 +106,77 @@ def test_vpq_unmatched_prediction_on_crowd_is_not_a_false_positive(tmp_path: Pat
     assert result["windows"][1]["per_class"][THING]["fn"] == 0
 
 
+# The four hand-built cases shared by VPQ and STQ: one 3-frame video, 8x8 px. Ground truth:
+# stuff id 100 (48 px per frame) around a thing id 200 (16 px, rows/cols 0-3) on every frame.
+#   perfect   the prediction is the ground truth;
+#   empty     every predicted pixel is void (0) and pred.json lists no segment;
+#   disjoint  the thing is predicted in the opposite corner (rows/cols 4-7), stuff elsewhere:
+#             thing IoU 0; stuff overlaps on 64 - 16 - 16 = 32 px of a 64 px union: IoU exactly 0.5;
+#   missing   frames 0-1 are the ground truth, frame 2 is all void (the frame was not predicted).
+SCENARIO_FRAMES = 3
+
+
+def scenario(kind: str) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    gt = ids_video([200] * SCENARIO_FRAMES)
+    seg = {100: STUFF, 200: THING}
+    if kind == "perfect":
+        return gt, gt.copy(), seg, seg
+    if kind == "empty":
+        return gt, np.zeros_like(gt), seg, {}
+    pred = gt.copy()
+    if kind == "disjoint":
+        pred[:] = 100
+        pred[:, 4:, 4:] = 200
+    elif kind == "missing":
+        pred[-1] = 0
+    return gt, pred, seg, seg
+
+
+def run_vpq(tmp_path: Path, kind: str) -> dict:
+    gt, pred, gt_seg, pred_seg = scenario(kind)
+    return vpq.evaluate_set(load(write_set(tmp_path, gt, pred, gt_seg, pred_seg)), (1, 2, 3), (1, 2, 3))
+
+
+# VPQ per window size n (windows of n consecutive frames, stride 1: 3, 2 and 1 windows):
+#   perfect   every tube matches with IoU 1: PQ 1 for stuff and thing at every n;
+#   empty     no predicted tube: each window has 1 FN per category, PQ = 0 / (0.5 FN) = 0;
+#   disjoint  thing IoU 0 and stuff IoU 0.5 (not > 0.5): 1 FP + 1 FN per category and window,
+#             PQ 0; over n = 1: 3 FP and 3 FN per category;
+#   missing   n=1: frames 0, 1 TP (IoU 1), frame 2 FN: PQ = 2 / (2 + 0.5) = 0.8;
+#             n=2: window 0-1 TP; window 1-2 stuff 48 / (48 + 96 - 48) = 0.5 and thing 16 / 32 = 0.5,
+#             not > 0.5: 1 FP + 1 FN: PQ = 1 / (1 + 0.5 + 0.5) = 0.5;
+#             n=3: stuff 96 / 144, thing 32 / 48: one TP with IoU 2/3: PQ 2/3;
+#             VPQ = 100 (0.8 + 0.5 + 2/3) / 3, the same for thing and stuff.
+VPQ_PER_WINDOW = {"perfect": {1: 1.0, 2: 1.0, 3: 1.0}, "empty": {1: 0.0, 2: 0.0, 3: 0.0},
+                  "disjoint": {1: 0.0, 2: 0.0, 3: 0.0}, "missing": {1: 0.8, 2: 0.5, 3: 2 / 3}}
+
+
+@pytest.mark.parametrize("kind", list(VPQ_PER_WINDOW))
+def test_vpq_hand_built_cases(tmp_path: Path, kind: str) -> None:
+    result = run_vpq(tmp_path, kind)
+    expected = VPQ_PER_WINDOW[kind]
+    for n, pq in expected.items():
+        for part in ("All", "Things", "Stuff"):
+            assert result["windows"][n][part]["pq"] == pytest.approx(pq, abs=1e-12), (n, part)
+        assert result["windows"][n]["All"]["n"] == 2  # sky has no tp/fp/fn: skipped
+    vpq_value = 100 * sum(expected.values()) / 3
+    for key in ("VPQ", "VPQ_thing", "VPQ_stuff"):
+        assert result[key] == pytest.approx(vpq_value, abs=1e-9)
+
+
+def test_vpq_hand_built_counts(tmp_path: Path) -> None:
+    """The TP/FP/FN behind the PQ values above."""
+    empty = run_vpq(tmp_path / "empty", "empty")["windows"][1]["per_class"]
+    assert (empty[THING]["tp"], empty[THING]["fp"], empty[THING]["fn"]) == (0, 0, 3)
+    disjoint = run_vpq(tmp_path / "disjoint", "disjoint")["windows"][1]["per_class"]
+    for cat in (STUFF, THING):
+        assert (disjoint[cat]["tp"], disjoint[cat]["fp"], disjoint[cat]["fn"]) == (0, 3, 3)
+    missing = run_vpq(tmp_path / "missing", "missing")["windows"]
+    assert missing[2]["per_class"][STUFF] == pytest.approx(
+        {"pq": 0.5, "sq": 1.0, "rq": 0.5, "iou": 1.0, "tp": 1, "fp": 1, "fn": 1})
+    assert missing[3]["per_class"][THING]["iou"] == pytest.approx(2 / 3)
+
+
 def test_vpq_bad_prediction_files(tmp_path: Path) -> None:
     video = ids_video([200, 200])
     root = write_set(tmp_path, video, video, {100: STUFF, 200: THING}, {100: STUFF, 200: THING})
@@ -140,6 +211,33 @@ def test_stq_identity_switch_by_hand(tmp_path: Path) -> None:
     assert result["AQ"] == pytest.approx(5 / 9)
     assert result["SQ"] == pytest.approx(1.0)
     assert result["STQ"] == pytest.approx(np.sqrt(5 / 9))
+
+
+# STQ (124 classes, unlabelled -> class 124) on the same four cases. Instance numbers follow first
+# appearance: ground-truth stuff 100 is instance 0, thing 200 instance 1 (so not the crowd quirk).
+#   perfect   AQ 1, SQ 1, STQ 1;
+#   empty     all pixels predicted unlabelled: no predicted thing, AQ 0; stuff and thing IoU 0 and
+#             the unlabelled class 124 IoU 0: SQ 0; STQ 0;
+#   disjoint  the thing tubes never overlap: AQ 0; stuff IoU 32 / (32 + 16 FP + 16 FN) = 0.5,
+#             thing IoU 0: SQ 0.25; STQ sqrt(0 * 0.25) = 0;
+#   missing   ground-truth tube 48 px, predicted tube 32 px, all inside it:
+#             AQ = (1/48) * 32 * 32 / (32 + 48 - 32) = 4/9; stuff IoU 96 / 144, thing 32 / 48, class
+#             124 (64 px predicted unlabelled, none in the ground truth) IoU 0 but counted:
+#             SQ = (2/3 + 2/3 + 0) / 3 = 4/9; STQ = sqrt(4/9 * 4/9) = 4/9.
+STQ_EXPECTED = {"perfect": (1.0, 1.0, 1.0), "empty": (0.0, 0.0, 0.0), "disjoint": (0.0, 0.25, 0.0),
+                "missing": (4 / 9, 4 / 9, 4 / 9)}
+
+
+@pytest.mark.parametrize("kind", list(STQ_EXPECTED))
+def test_stq_hand_built_cases(tmp_path: Path, kind: str) -> None:
+    gt, pred, gt_seg, pred_seg = scenario(kind)
+    result = stq.evaluate_set(load(write_set(tmp_path, gt, pred, gt_seg, pred_seg)))
+    aq, sq, stq_value = STQ_EXPECTED[kind]
+    assert result["AQ"] == pytest.approx(aq, abs=1e-12)
+    assert result["SQ"] == pytest.approx(sq, abs=1e-12)
+    assert result["STQ"] == pytest.approx(stq_value, abs=1e-12)
+    if kind in ("empty", "missing"):
+        assert 124 in result["per_class_iou"] and result["per_class_iou"][124]["iou"] == 0.0
 
 
 def test_stq_first_thing_instance_is_crowd_and_unlabelled_prediction_is_a_class() -> None:
@@ -196,3 +294,43 @@ def test_vss_folders(tmp_path: Path) -> None:
     assert result["mIoU"] == 1.0 and result["videos"] == 1
     with pytest.raises(DataError, match="split file"):
         vss.evaluate_folders(tmp_path, tmp_path / "pred", split="test.txt")
+
+
+# VSS hand-built cases: 18 frames of 4x4. Ground-truth PNG value 3 (class 2) everywhere except a
+# 2x2 object of value 2 (class 1) in the corner, the same on every frame. Predictions are class maps:
+#   perfect   gt - 1: mIoU 1, every window consistent: mVC8 = mVC16 = 1;
+#   empty     every pixel class 0, which the ground truth never has: class 1 and 2 IoU 0 (class 0 has
+#             no ground truth, so it is not in the mean): mIoU 0; the prediction never changes, so
+#             every window is consistent: mVC8 = mVC16 = 1 (VC measures stability, not accuracy);
+#   disjoint  the two classes swapped (object -> 2, rest -> 1): mIoU 0, mVC 1;
+#   missing   gt - 1 except frame 0, predicted as empty (class 0). mIoU: class 1 68 / 72, class 2
+#             204 / 216, both 17/18. VC8 windows start at 0..9 (range(T - n)): only window 0
+#             holds frame 0, where every pixel changes: VC 0; the other 9 give 1: mVC8 = 9/10.
+#             VC16 windows start at 0, 1: 0 and 1, own mean 1/2; the script's mVC16 pools them
+#             with the 10 VC8 windows: (9 + 1) / 12 = 5/6.
+VSS_FRAMES = 18
+
+
+def vss_scenario(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    gt = np.full((VSS_FRAMES, 4, 4), 3, dtype=np.uint8)
+    gt[:, :2, :2] = 2
+    pred = gt - 1
+    if kind == "empty":
+        pred[:] = 0
+    elif kind == "disjoint":
+        pred = np.where(gt == 2, 2, 1).astype(np.uint8)
+    elif kind == "missing":
+        pred[0] = 0
+    return gt, pred
+
+
+VSS_EXPECTED = {  # mIoU, mVC8, mVC16 (script), mVC16 (own windows)
+    "perfect": (1.0, 1.0, 1.0, 1.0), "empty": (0.0, 1.0, 1.0, 1.0), "disjoint": (0.0, 1.0, 1.0, 1.0),
+    "missing": (17 / 18, 0.9, 5 / 6, 0.5)}
+
+
+@pytest.mark.parametrize("kind", list(VSS_EXPECTED))
+def test_vss_hand_built_cases(kind: str) -> None:
+    result = vss.evaluate_arrays([vss_scenario(kind)], num_classes=4)
+    got = (result["mIoU"], result["mVC8"], result["mVC16"], result["mVC16_own_windows"])
+    assert got == pytest.approx(VSS_EXPECTED[kind], abs=1e-12)

@@ -96,6 +96,27 @@ def test_dvis_eval_bad_results_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.startswith("error:") and "entry 3" in err and "video_id" in err and str(bad) in err
 
 
+def test_dvis_eval_short_results_warn_by_default_and_fail_with_strict_lengths(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The public code pairs frames up to the shorter list: a result one frame short is scored
+    (with a warning naming it); --strict-lengths refuses it with exit status 2."""
+    from dvis.evaluation.ytvis_data import FrameCountWarning
+
+    folder = DATA / "ytvis_a_small"
+    entries = json.loads((folder / "pred.json").read_text())
+    entries[3]["segmentations"] = entries[3]["segmentations"][:-1]
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(entries))
+    args = ["eval", "--gt", str(folder / "gt.json"), "--pred", str(short)]
+    with pytest.warns(FrameCountWarning, match=r"short\.json: 1 result has .*entry 3 has \d+ frames"):
+        assert main([*args, "--json", str(tmp_path / "out.json")]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())["AP"] is not None
+    capsys.readouterr()
+    assert main([*args, "--strict-lengths"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(short) in err and "entry 3" in err and "strict_lengths" in err
+
+
 def test_dvis_eval_vpq_and_stq(tmp_path: Path) -> None:
     folder = DATA / "vpq_a_small"
     args = ["--gt-json", str(folder / "gt" / "panoptic_gt_VIPSeg_val.json"), "--gt-dir",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from dvis.errors import DataError
 from dvis.evaluation.occlusion import level_from_ratio, occlusion_level
 from dvis.evaluation.rle import encode_masks
 from dvis.evaluation.ytvis import RANGES, _tube_iou_matrix, evaluate_tracks, match_video_category
-from dvis.evaluation.ytvis_data import load_results, parse_ground_truth, parse_results
+from dvis.evaluation.ytvis_data import FrameCountWarning, load_results, parse_ground_truth, parse_results
 
 H, W, T = 16, 16, 4
 
@@ -52,6 +53,12 @@ def det(masks: np.ndarray, score: float, category_id: int = 1, video_id: int = 1
 def evaluate(gt: dict, results: list[dict]) -> dict:
     truth = parse_ground_truth(gt, "gt.json")
     return evaluate_tracks(truth, parse_results(results, truth, "results.json"))
+
+
+def truncated(entry: dict, frames: int) -> dict:
+    """The entry with its frame list cut to (or padded with masks of frame 0 up to) ``frames``."""
+    segs = entry["segmentations"]
+    return {**entry, "segmentations": (segs + [segs[0]] * frames)[:frames]}
 
 
 # ----------------------------------------------------------------------------- known answers
@@ -161,6 +168,84 @@ def test_area_range_uses_gt_areas_field() -> None:
     assert result["APm"] == pytest.approx(1.0) and result["APs"] == -1
 
 
+# ----------------------------------------------------------------------------- frame lists of other lengths
+
+
+def test_short_result_pairs_frames_up_to_the_shorter_list() -> None:
+    """GT: 16 px on 4 frames. A result listing only frames 0-2 (exact): the public ``zip`` stops
+    after 3 frames, so frame 3 adds nothing: IoU = 48 / 48 = 1 and AP = 1 (a result that is
+    null on frame 3 instead has IoU 48 / 64 = 0.75 and AP 0.6, see above)."""
+    truth = parse_ground_truth(gt_dict([{"category_id": 1, "masks": box(2, 2)}]), "gt.json")
+    with pytest.warns(FrameCountWarning, match=r"results\.json: 1 result has .*entry 0 has 3 frames, video 1 has 4"):
+        dets = parse_results([truncated(det(box(2, 2), 0.9), 3)], truth, "results.json")
+    assert len(dets[0].rles) == 3
+    assert _tube_iou_matrix(dets, truth.tracks)[0, 0] == 1.0
+    result = evaluate_tracks(truth, dets)
+    assert result["AP"] == pytest.approx(1.0) and result["AR100"] == pytest.approx(1.0)
+
+
+def test_pairing_is_per_pair_not_per_video() -> None:
+    """In one video, a full-length result null on frame 3 keeps IoU 48 / 64 = 0.75 although a
+    3-frame result of the same video exists (its own pair: 48 / 48 = 1); a 3-frame ground truth
+    against a full-length result covering frame 3 too: frame 3 is past the pair, IoU 1."""
+    gt = gt_dict([{"category_id": 1, "masks": box(2, 2)}, {"category_id": 2, "masks": box(8, 8)}])
+    gt["annotations"][1]["segmentations"] = gt["annotations"][1]["segmentations"][:3]
+    with pytest.warns(FrameCountWarning, match=r"annotations\[1\] \(id 2\) has 3 frames, video 1 has 4"):
+        truth = parse_ground_truth(gt, "gt.json")
+    results = [det(box(2, 2, frames=(0, 1, 2)), 0.9), truncated(det(box(2, 2), 0.8), 3), det(box(8, 8), 0.7, 2)]
+    with pytest.warns(FrameCountWarning, match=r"entry 1 has 3 frames"):
+        dets = parse_results(results, truth, "results.json")
+    ious = _tube_iou_matrix(dets, truth.tracks)
+    assert ious[0, 0] == 0.75 and ious[1, 0] == 1.0 and ious[2, 1] == 1.0
+    assert ious[1, 1] == 0.0 and ious[2, 0] == 0.0
+
+
+def test_long_result_ignores_extra_frames_in_iou_but_not_in_area() -> None:
+    """A result with a 5th frame (64 px) on a 4-frame video: the IoU stops at frame 3 (IoU 1);
+    its area, as in the public ``loadRes``, is the mean over all its frames: (4 * 16 + 64) / 5."""
+    truth = parse_ground_truth(gt_dict([{"category_id": 1, "masks": box(2, 2)}]), "gt.json")
+    entry = det(box(2, 2), 0.9)
+    entry["segmentations"].append(encode_masks(box(0, 0, size=8, frames=(0,), length=1))[0])
+    with pytest.warns(FrameCountWarning, match=r"entry 0 has 5 frames, video 1 has 4"):
+        dets = parse_results([entry], truth, "results.json")
+    assert _tube_iou_matrix(dets, truth.tracks)[0, 0] == 1.0
+    assert dets[0].avg_area == pytest.approx((4 * 16 + 64) / 5)
+    assert evaluate_tracks(truth, dets)["AP"] == pytest.approx(1.0)
+
+
+def test_warning_lists_five_entries_then_counts_the_rest() -> None:
+    truth = parse_ground_truth(gt_dict([{"category_id": 1, "masks": box(2, 2)}]), "gt.json")
+    results = [truncated(det(box(2, 2), 0.9 - i / 100), 2) for i in range(7)]
+    with pytest.warns(FrameCountWarning) as record:
+        parse_results(results, truth, "results.json")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "7 results have" in message and "entry 4 has 2 frames" in message and "entry 5" not in message
+    assert "and 2 more" in message
+
+
+def test_equal_lengths_give_no_warning() -> None:
+    truth = parse_ground_truth(gt_dict([{"category_id": 1, "masks": box(2, 2)}]), "gt.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FrameCountWarning)
+        parse_results([det(box(2, 2), 0.9)], truth, "results.json")
+
+
+@pytest.mark.parametrize("frames", [3, 5])
+def test_strict_lengths_refuses_other_lengths_naming_file_entry_and_lengths(tmp_path: Path, frames: int) -> None:
+    truth = parse_ground_truth(gt_dict([{"category_id": 1, "masks": box(0, 0)}]))
+    path = write_results(tmp_path, [det(box(0, 0), 0.9), truncated(det(box(0, 0), 0.8), frames)])
+    with pytest.raises(DataError) as err:
+        load_results(path, truth, strict_lengths=True)
+    message = str(err.value)
+    assert str(path) in message and "entry 1" in message and "'segmentations'" in message
+    assert f"has {frames} frames but video 1 has 4" in message
+    gt = gt_dict([{"category_id": 1, "masks": box(0, 0)}])
+    gt["annotations"][0]["segmentations"].pop()
+    with pytest.raises(DataError, match=r"gt\.json: annotations\[0\]: field 'segmentations' has 3 frames"):
+        parse_ground_truth(gt, "gt.json", strict_lengths=True)
+
+
 # ----------------------------------------------------------------------------- occlusion split
 
 
@@ -215,7 +300,6 @@ def write_results(tmp_path: Path, entries) -> Path:
 @pytest.mark.parametrize("mutate, field", [
     (lambda e: e.pop("video_id"), "video_id"),
     (lambda e: e.update(video_id=99), "video_id"),
-    (lambda e: e.update(segmentations=e["segmentations"][:-1]), "segmentations"),
     (lambda e: e.pop("score"), "score"),
     (lambda e: e.update(score="high"), "score"),
     (lambda e: e.update(segmentations={"a": 1}), "segmentations"),

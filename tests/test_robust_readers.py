@@ -96,7 +96,7 @@ def ytvis_document() -> dict:
     return {
         "videos": [{"id": 1, "file_names": ["v/0.jpg", "v/1.jpg"], "height": H, "width": W, "length": T}],
         "annotations": [
-            {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+            {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "height": H, "width": W, "length": 1,
              "segmentations": [_compressed(_square(0)), _uncompressed(_square(1))],
              "areas": [9, 9], "bboxes": [[1, 0, 3, 3], [1, 1, 3, 3]]},
             {"id": 2, "video_id": 1, "category_id": 2, "segmentations": [polygon, None], "areas": [9, None]},
@@ -173,6 +173,7 @@ def test_ytvis_reader_random_bytes(raw, scratch):
 # ----------------------------------------------------------------------------- evaluation readers
 
 
+@pytest.mark.filterwarnings("ignore::dvis.evaluation.ytvis_data.FrameCountWarning")
 @FUZZ
 @given(doc=mutated(ytvis_document()))
 def test_ground_truth_parser_fuzz(doc):
@@ -188,6 +189,7 @@ def test_ground_truth_parser_fuzz(doc):
             _check_rle(rle, video.height, video.width)
 
 
+@pytest.mark.filterwarnings("ignore::dvis.evaluation.ytvis_data.FrameCountWarning")
 @FUZZ
 @given(doc=mutated({"results": results_document()}))
 def test_results_parser_fuzz(doc):

@@ -107,8 +107,9 @@ class PanopticVideo:
 
 class VIPSegDataset:
     """VIPSeg panoptic JSON + panoptic PNG root + image root. ``dataset[i]`` is a
-    :class:`PanopticVideo`. ``check_files`` verifies on load that every PNG (and, with
-    ``check_images``, every frame image) exists."""
+    :class:`PanopticVideo`. ``check_files`` verifies on load that every panoptic PNG exists and,
+    when an ``image_root`` is given (and ``check_images`` is left on), every frame image too: one
+    stat per file, nothing is decoded."""
 
     def __init__(
         self,
@@ -117,7 +118,7 @@ class VIPSegDataset:
         image_root: str | os.PathLike | None = None,
         image_ext: str = ".jpg",
         check_files: bool = True,
-        check_images: bool = False,
+        check_images: bool = True,
     ):
         self.panoptic_json = Path(panoptic_json)
         self.panoptic_root = Path(panoptic_root)
@@ -229,12 +230,13 @@ class VIPSegDataset:
     def _check_files(self, check_images: bool) -> None:
         for video in self._videos:
             for t, frame in enumerate(video.frames_info):
+                where = f"video {video.video_id}, frame {t}"
                 if not frame.panoptic_file.is_file():
-                    raise self.fail(f"video {video.video_id}, frame {t}, field 'file_name'",
-                                    f"panoptic file {frame.panoptic_file} does not exist")
-                if check_images and self.image_root and not frame.image_file.is_file():
-                    raise self.fail(f"video {video.video_id}, frame {t}, field 'file_name'",
-                                    f"frame file {frame.image_file} does not exist")
+                    raise self.fail(f"{where}, field 'file_name'", f"panoptic file {frame.panoptic_file} does not exist")
+                if check_images and self.image_root is not None and not frame.image_file.is_file():
+                    raise self.fail(f"{where}, field 'images' 'file_name'",
+                                    f"frame image {frame.image_file} does not exist (expected "
+                                    f"image_root/<video_id>/<stem of file_name>{self.image_ext})")
 
     @property
     def videos(self) -> list[dict]:

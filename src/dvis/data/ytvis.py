@@ -5,7 +5,7 @@ Annotation file layout (YouTube-VIS 2019/2021/2022, OVIS)::
 
     videos:      [{id, file_names: [...], height, width, length?}, ...]
     annotations: [{id, video_id, category_id, segmentations: [RLE | polygons | null per frame],
-                   areas?, bboxes?, iscrowd?, ...}, ...]      (absent in test splits)
+                   areas?, bboxes?, iscrowd?, height?, width?, length?, ...}, ...]  (absent in test splits)
     categories:  [{id, name, ...}, ...]
 
 Unknown keys (for example the synthetic benchmark's ``occlusion`` fields) are kept in ``extra``.
@@ -265,6 +265,7 @@ class _Validator:
                                    f"(known: {', '.join(map(str, sorted(categories)))})")
         if ann.get("iscrowd") not in (None, 0, 1, True, False):
             raise self.fail(where, f"field 'iscrowd' = {ann['iscrowd']!r}; expected 0 or 1")
+        self._annotation_shape(where, ann, video)
         length = len(video["file_names"])
         segs = ann.get("segmentations")
         if not isinstance(segs, list):
@@ -277,6 +278,19 @@ class _Validator:
         for t, seg in enumerate(segs):
             self._segmentation(f"{where}, field 'segmentations'[{t}]", seg, video)
         return video
+
+    def _annotation_shape(self, where: str, ann: dict, video: dict) -> None:
+        """Optional per-annotation ``height``/``width`` must be the video's; ``length`` must be the
+        video's frame count or 1 (YouTube-VIS 2019 annotation files hold 1 there, whatever the
+        video's length)."""
+        for key in ("height", "width"):
+            if key in ann and (not _is_int(ann[key]) or ann[key] != video[key]):
+                raise self.fail(where, f"field '{key}' = {ann[key]!r} but video {video['id']} has "
+                                       f"{key} {video[key]}")
+        frames = len(video["file_names"])
+        if "length" in ann and (not _is_int(ann["length"]) or ann["length"] not in (1, frames)):
+            raise self.fail(where, f"field 'length' = {ann['length']!r}; expected the video's frame count "
+                                   f"{frames} (or 1, as the YouTube-VIS release writes)")
 
     def _segmentation(self, where: str, seg, video: dict) -> None:
         if seg is None:

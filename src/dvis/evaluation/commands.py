@@ -49,7 +49,7 @@ def _write(path: str | None, obj: dict) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from dvis.evaluation.ytvis import evaluate_files
 
-    result = evaluate_files(args.gt, args.pred)
+    result = evaluate_files(args.gt, args.pred, strict_lengths=args.strict_lengths)
     # -1 (summarize()'s "undefined") is reported as null, as DVIS's evaluator logs it.
     summary = {key: None if result[key] == -1.0 else result[key] for key in YTVIS_KEYS}
     summary["per_category"] = result["per_category"]
@@ -112,6 +112,9 @@ def register(subparsers) -> None:
     p.add_argument("--gt", required=True, help="YouTube-VIS/OVIS annotation JSON")
     p.add_argument("--pred", required=True, help="results.json (list of {video_id, category_id, score, segmentations})")
     p.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    p.add_argument("--strict-lengths", action="store_true",
+                   help="refuse results or annotations whose frame count is not their video's (default: "
+                        "pair frames up to the shorter list, with a warning, as the public YTVOSeval does)")
     p.set_defaults(func=run_eval)
 
     p = subparsers.add_parser("eval-vpq", help="VIPSeg VPQ (script windows and paper windows)")

@@ -8,7 +8,7 @@ Reproduced behaviour of the public code (see docs/evaluation.md):
 
 * IoU of two tracks = sum over frames of |d & g| / sum over frames of |d | g|; a frame where
   only one side has a mask adds to the union only, null/null frames add nothing, an empty
-  union gives 0. Crowd ground truth uses this same IoU (not intersection-over-detection).
+  union gives 0; frame lists of different lengths pair up to the shorter one. Crowd ground truth uses this same IoU (not intersection-over-detection).
 * Per (video, category): detections sorted by descending score (stable), at most 100 kept
   before matching; maxDets 1/10/100 truncate those per (video, category) afterwards.
 * Greedy matching per IoU threshold (``np.linspace(.5, .95, 10)``): a detection takes the
@@ -69,26 +69,36 @@ class VideoCategoryMatch:
 # ----------------------------------------------------------------------------- IoU
 
 
+def _present(tracks: list[Track], frame: int) -> tuple[list[int], list[dict]]:
+    """Indices and RLEs of the tracks that have a mask on ``frame`` (shorter tracks have none)."""
+    idx = [i for i, t in enumerate(tracks) if frame < len(t.rles) and t.rles[frame] is not None]
+    return idx, [tracks[i].rles[frame] for i in idx]
+
+
 def _tube_iou_matrix(dets: list[Track], gts: list[Track]) -> np.ndarray:
-    """Spatio-temporal IoU (D, G) of tracks of one video (all same length)."""
-    num_frames = min([len(t.rles) for t in dets + gts], default=0)
+    """Spatio-temporal IoU (D, G) of the tracks of one video.
+
+    A pair sums over its first min(len(d), len(g)) frames, as the public code's ``zip`` of the two
+    frame lists: frames past the shorter list add neither to the intersection nor to the union.
+    """
     inter = np.zeros((len(dets), len(gts)))
-    d_total = np.zeros(len(dets))
-    g_total = np.zeros(len(gts))
     if not dets or not gts:
         return inter
+    num_frames = max(len(t.rles) for t in dets + gts)
+    d_area = np.zeros((len(dets), num_frames + 1))  # column f + 1: area on frame f
+    g_area = np.zeros((len(gts), num_frames + 1))
     for f in range(num_frames):
-        d_idx = [i for i, t in enumerate(dets) if t.rles[f] is not None]
-        g_idx = [j for j, t in enumerate(gts) if t.rles[f] is not None]
-        d_rles = [dets[i].rles[f] for i in d_idx]
-        g_rles = [gts[j].rles[f] for j in g_idx]
-        d_area = rle_ops.areas(d_rles)
-        g_area = rle_ops.areas(g_rles)
-        d_total[d_idx] += d_area
-        g_total[g_idx] += g_area
+        d_idx, d_rles = _present(dets, f)
+        g_idx, g_rles = _present(gts, f)
+        d_area[d_idx, f + 1] = rle_ops.areas(d_rles)
+        g_area[g_idx, f + 1] = rle_ops.areas(g_rles)
         if d_idx and g_idx:
-            inter[np.ix_(d_idx, g_idx)] += rle_ops.intersections(d_rles, g_rles, d_area, g_area)
-    union = d_total[:, None] + g_total[None, :] - inter
+            inter[np.ix_(d_idx, g_idx)] += rle_ops.intersections(
+                d_rles, g_rles, d_area[d_idx, f + 1], g_area[g_idx, f + 1])
+    pair_frames = np.minimum.outer([len(t.rles) for t in dets], [len(t.rles) for t in gts])
+    d_total = np.cumsum(d_area, axis=1)[np.arange(len(dets))[:, None], pair_frames]
+    g_total = np.cumsum(g_area, axis=1)[np.arange(len(gts))[None, :], pair_frames]
+    union = d_total + g_total - inter
     safe = np.where(union > 0, union, 1.0)
     return np.where(union > 0, inter / safe, 0.0)
 
@@ -248,9 +258,12 @@ def _summaries(gt: GroundTruth, precision: np.ndarray, recall: np.ndarray) -> di
     return result
 
 
-def evaluate_files(gt_path, results_path) -> dict:
-    """Evaluate a results JSON against a YouTube-VIS/OVIS annotation JSON (see :func:`evaluate_tracks`)."""
+def evaluate_files(gt_path, results_path, strict_lengths: bool = False) -> dict:
+    """Evaluate a results JSON against a YouTube-VIS/OVIS annotation JSON (see :func:`evaluate_tracks`).
+
+    ``strict_lengths`` refuses entries whose frame count is not their video's (the default pairs
+    frames up to the shorter list, with a warning, as the public code does)."""
     from dvis.evaluation.ytvis_data import load_ground_truth, load_results
 
-    gt = load_ground_truth(gt_path)
-    return evaluate_tracks(gt, load_results(results_path, gt))
+    gt = load_ground_truth(gt_path, strict_lengths)
+    return evaluate_tracks(gt, load_results(results_path, gt, strict_lengths))

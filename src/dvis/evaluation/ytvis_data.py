@@ -5,12 +5,18 @@ ground-truth ``avg_area`` is the mean of the truthy entries of the annotation's 
 (null and 0 skipped, 0 when none); a result's areas come from its masks; result ids are the
 1-based positions in the results list; results of categories absent from the ground truth's
 ``categories`` are dropped; a result for a video the ground truth lacks is an error.
+
+A results entry or annotation whose ``segmentations`` list is longer or shorter than its video is
+accepted, as the public code accepts it (its IoU pairs frame lists up to the shorter one), with one
+:class:`FrameCountWarning` per file naming the entries and their lengths. ``strict_lengths=True``
+refuses such input with a :class:`~dvis.errors.DataError` instead.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,12 @@ import numpy as np
 from dvis.errors import DataError
 from dvis.evaluation import rle as rle_ops
 from dvis.evaluation.occlusion import occlusion_level
+
+MAX_LISTED_MISMATCHES = 5
+
+
+class FrameCountWarning(UserWarning):
+    """A results entry or annotation has more or fewer frames than its video."""
 
 
 @dataclass
@@ -129,18 +141,49 @@ def _categories(entries: list, source: str) -> list:
     return sorted(entries, key=lambda c: c["id"])
 
 
-def _frame_rles(segms: Any, video: Video, where: str) -> list:
+def _frame_rles(segms: Any, video: Video, where: str, strict_lengths: bool = False) -> list:
+    """One RLE (or None) per entry of ``segms``; the list keeps its own length unless
+    ``strict_lengths``, which refuses a length that is not the video's."""
     if not isinstance(segms, list):
         raise DataError(f"{where}: field 'segmentations' must be a list (one entry per frame), "
                         f"got {type(segms).__name__}")
-    if len(segms) != video.length:
+    if strict_lengths and len(segms) != video.length:
         raise DataError(f"{where}: field 'segmentations' has {len(segms)} frames but video "
-                        f"{video.id!r} has {video.length}")
+                        f"{video.id!r} has {video.length} (strict_lengths=True; the public YTVOSeval "
+                        f"would pair the frames up to the shorter list)")
     return rle_ops.to_rles(segms, video.height, video.width, f"{where}: segmentations")
 
 
-def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth:
-    """YouTube-VIS-format dict -> :class:`GroundTruth` (validates every field it uses)."""
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _length_mismatch(label: str, rles: list, video: Video) -> str | None:
+    """``label has N frames, video V has M`` when the lengths differ, else None."""
+    if len(rles) == video.length:
+        return None
+    return f"{label} has {_count(len(rles), 'frame')}, video {video.id!r} has {video.length}"
+
+
+def _warn_length_mismatches(source: str, kind: str, mismatches: list[str]) -> None:
+    """One warning per file, listing the first :data:`MAX_LISTED_MISMATCHES` offenders."""
+    if not mismatches:
+        return
+    listed = "; ".join(mismatches[:MAX_LISTED_MISMATCHES])
+    more = len(mismatches) - MAX_LISTED_MISMATCHES
+    listed += f"; and {more} more" if more > 0 else ""
+    verb = "has" if len(mismatches) == 1 else "have"
+    warnings.warn(f"{source}: {_count(len(mismatches), kind)} {verb} a frame count other than their video's "
+                  f"({listed}); frames are paired up to the shorter list, as the public YTVOSeval does "
+                  f"(strict_lengths=True / dvis eval --strict-lengths refuses such input)",
+                  FrameCountWarning, stacklevel=3)
+
+
+def parse_ground_truth(data: Any, source: str = "<ground truth>", strict_lengths: bool = False) -> GroundTruth:
+    """YouTube-VIS-format dict -> :class:`GroundTruth` (validates every field it uses).
+
+    An annotation with more or fewer ``segmentations`` than its video's frames is kept (with a
+    :class:`FrameCountWarning`) unless ``strict_lengths``, which refuses it."""
     if not isinstance(data, dict):
         raise DataError(f"{source}: expected a JSON object with 'videos', 'annotations', 'categories'")
     for key in ("videos", "annotations", "categories"):
@@ -148,30 +191,35 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> GroundTruth
             raise DataError(f"{source}: missing or non-list field '{key}'")
     videos = [_video_from(v, f"{source}: videos[{i}]") for i, v in enumerate(data["videos"])]
     by_id = {v.id: v for v in _sorted_by_id(videos, f"{source}: videos")}
-    categories = _categories(data["categories"], source)
-    gt = GroundTruth(videos=by_id, categories=categories)
+    gt = GroundTruth(videos=by_id, categories=_categories(data["categories"], source))
+    mismatches = []
     for i, ann in enumerate(data["annotations"]):
-        where = f"{source}: annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise DataError(f"{where}: expected an object")
-        video_id = _require_id(ann, "video_id", where)
-        if video_id not in by_id:
-            raise DataError(f"{where}: field 'video_id' = {video_id!r} is not in 'videos'")
-        video = by_id[video_id]
-        areas = _require(ann, "areas", where)
-        if not isinstance(areas, list):
-            raise DataError(f"{where}: field 'areas' must be a list")
-        gt.tracks.append(Track(
-            id=_require_int(ann, "id", where), video_id=video_id,
-            category_id=_require_int(ann, "category_id", where),
-            rles=_frame_rles(_require(ann, "segmentations", where), video, where),
-            avg_area=_mean_truthy(areas, where), iscrowd=bool(ann.get("iscrowd", 0)),
-            occlusion=occlusion_level(ann, where)))
+        track = _ground_truth_track(ann, by_id, f"{source}: annotations[{i}]", strict_lengths)
+        gt.tracks.append(track)
+        mismatches.append(_length_mismatch(f"annotations[{i}] (id {track.id})", track.rles, by_id[track.video_id]))
+    _warn_length_mismatches(source, "annotation", [m for m in mismatches if m])
     return gt
 
 
-def load_ground_truth(path: str | Path) -> GroundTruth:
-    return parse_ground_truth(_load_json(path), str(path))
+def _ground_truth_track(ann: Any, videos: dict, where: str, strict_lengths: bool) -> Track:
+    if not isinstance(ann, dict):
+        raise DataError(f"{where}: expected an object")
+    video_id = _require_id(ann, "video_id", where)
+    if video_id not in videos:
+        raise DataError(f"{where}: field 'video_id' = {video_id!r} is not in 'videos'")
+    areas = _require(ann, "areas", where)
+    if not isinstance(areas, list):
+        raise DataError(f"{where}: field 'areas' must be a list")
+    return Track(
+        id=_require_int(ann, "id", where), video_id=video_id,
+        category_id=_require_int(ann, "category_id", where),
+        rles=_frame_rles(_require(ann, "segmentations", where), videos[video_id], where, strict_lengths),
+        avg_area=_mean_truthy(areas, where), iscrowd=bool(ann.get("iscrowd", 0)),
+        occlusion=occlusion_level(ann, where))
+
+
+def load_ground_truth(path: str | Path, strict_lengths: bool = False) -> GroundTruth:
+    return parse_ground_truth(_load_json(path), str(path), strict_lengths)
 
 
 def _score(entry: dict, where: str) -> float:
@@ -181,30 +229,40 @@ def _score(entry: dict, where: str) -> float:
     return float(score)
 
 
-def parse_results(entries: Any, gt: GroundTruth, source: str = "<results>") -> list[Track]:
-    """Results list -> detections (ids = 1-based positions; unknown categories dropped)."""
+def parse_results(entries: Any, gt: GroundTruth, source: str = "<results>",
+                  strict_lengths: bool = False) -> list[Track]:
+    """Results list -> detections (ids = 1-based positions; unknown categories dropped).
+
+    An entry with more or fewer ``segmentations`` than its video's frames is kept, with a
+    :class:`FrameCountWarning`: its IoU pairs frames up to the shorter list and its area is the
+    mean over all of its own frames, as in the public ``loadRes``. ``strict_lengths`` refuses it."""
     if not isinstance(entries, list):
         raise DataError(f"{source}: expected a JSON list of results, got {type(entries).__name__}")
     known_categories = set(gt.category_ids)
-    dets = []
+    dets, mismatches = [], []
     for i, entry in enumerate(entries):
-        where = f"{source}: entry {i}"
-        if not isinstance(entry, dict):
-            raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
-        video_id = _require_id(entry, "video_id", where)
-        if video_id not in gt.videos:
-            raise DataError(f"{where}: field 'video_id' = {video_id!r} is not a video of the ground truth")
-        category_id = _require_int(entry, "category_id", where)
-        score = _score(entry, where)
-        rles = _frame_rles(_require(entry, "segmentations", where), gt.videos[video_id], where)
-        if category_id not in known_categories:
-            continue
-        present = [r for r in rles if r is not None]
-        avg_area = _mean_truthy(list(rle_ops.areas(present))) if present else 0.0
-        dets.append(Track(id=i + 1, video_id=video_id, category_id=category_id, rles=rles,
-                          avg_area=avg_area, score=score))
+        det = _detection(entry, i, gt, f"{source}: entry {i}", strict_lengths)
+        if det.category_id in known_categories:
+            dets.append(det)
+            mismatches.append(_length_mismatch(f"entry {i}", det.rles, gt.videos[det.video_id]))
+    _warn_length_mismatches(source, "result", [m for m in mismatches if m])
     return dets
 
 
-def load_results(path: str | Path, gt: GroundTruth) -> list[Track]:
-    return parse_results(_load_json(path), gt, str(path))
+def _detection(entry: Any, index: int, gt: GroundTruth, where: str, strict_lengths: bool) -> Track:
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
+    video_id = _require_id(entry, "video_id", where)
+    if video_id not in gt.videos:
+        raise DataError(f"{where}: field 'video_id' = {video_id!r} is not a video of the ground truth")
+    category_id = _require_int(entry, "category_id", where)
+    score = _score(entry, where)
+    rles = _frame_rles(_require(entry, "segmentations", where), gt.videos[video_id], where, strict_lengths)
+    present = [r for r in rles if r is not None]
+    avg_area = _mean_truthy(list(rle_ops.areas(present))) if present else 0.0
+    return Track(id=index + 1, video_id=video_id, category_id=category_id, rles=rles,
+                 avg_area=avg_area, score=score)
+
+
+def load_results(path: str | Path, gt: GroundTruth, strict_lengths: bool = False) -> list[Track]:
+    return parse_results(_load_json(path), gt, str(path), strict_lengths)
