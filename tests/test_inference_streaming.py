@@ -95,6 +95,34 @@ def test_stream_masks_equal_the_tracker_masks(model, frames):
 def test_stream_refuses_offline_modes(model, frames):
     with pytest.raises(InputError, match="online"):
         next(VideoPredictor(model).stream(frames, mode="offline"))
+    with pytest.raises(InputError, match="online"):
+        next(VideoPredictor(model, mode="offline").stream(frames, mode="semi-online", clip_len=2))
+
+
+def same_stream(a, b) -> bool:
+    return len(a) == len(b) and all(
+        x.index == y.index and torch.equal(x.ids, y.ids) and torch.equal(x.labels, y.labels)
+        and torch.equal(x.masks, y.masks) for x, y in zip(a, b))
+
+
+def test_stream_of_an_offline_model_runs_online(model, frames):
+    predictor = VideoPredictor(model, **OPTIONS)
+    assert predictor.config.mode == "offline" and predictor.stream_mode() == "online"
+    default = list(predictor.stream(frames, score_threshold=0.0))
+    assert same_stream(default, list(predictor.stream(frames, mode="online", score_threshold=0.0)))
+    assert not same_stream(default, list(predictor.stream(frames, mode="minvis", score_threshold=0.0)))
+    assert VideoPredictor(model, mode="minvis").stream_mode() == "minvis"  # an online default is kept
+
+
+def test_stream_of_a_segmenter_only_model_runs_minvis(frames):
+    segmenter_only = tiny_model(num_classes=3)
+    segmenter_only.tracker = segmenter_only.refiner = None
+    predictor = VideoPredictor(segmenter_only, **OPTIONS)
+    assert predictor.config.mode == "offline" and predictor.stream_mode() == "minvis"
+    default = list(predictor.stream(frames[:4], score_threshold=0.0))
+    assert default and same_stream(default, list(predictor.stream(frames[:4], mode="minvis", score_threshold=0.0)))
+    with pytest.raises(InputError, match="needs a tracker"):
+        next(predictor.stream(frames, mode="online"))
 
 
 def test_frame_spill_round_trip(tmp_path):

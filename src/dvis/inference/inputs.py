@@ -3,14 +3,21 @@
 :func:`resolve_inputs` turns the command's INPUT arguments into :class:`VideoJob` s, one per video,
 each with a unique name (output files are named after it) and the ``video_id`` its results carry
 (the JSON's id for a YouTube-VIS annotation file, else the name).
+
+Frame folders and frame lists are opened with :func:`open_frames`: like a truncated video file,
+such a video ends at its first frame that cannot be decoded, with a warning naming the frame's
+index and file (a frame whose header cannot be read fails on open, before any work).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 from dvis.data.video import IMAGE_EXTENSIONS, ImageSequence, VideoSource, frame_folder_paths, natural_key, open_video
 from dvis.errors import DataError, InputError
@@ -28,8 +35,8 @@ class VideoJob:
 
     def open(self) -> VideoSource:
         if isinstance(self.source, list):
-            return ImageSequence(self.source, name=self.name)
-        return open_video(self.source)
+            return UntilUnreadable(ImageSequence(self.source, name=self.name))
+        return open_frames(self.source)
 
     def frame_names(self, source: VideoSource, num_frames: int) -> list[str]:
         """Per-frame file names for per-frame outputs (PNG): the frame files' stems, else 00000, ..."""
@@ -37,6 +44,39 @@ class VideoJob:
         if paths is not None and len(paths) >= num_frames:
             return [Path(p).stem for p in paths[:num_frames]]
         return [f"{t:05d}" for t in range(num_frames)]
+
+
+class UntilUnreadable(VideoSource):
+    """The frames of an :class:`ImageSequence` up to its first frame that does not decode.
+
+    That frame's index and file are named in a ``RuntimeWarning`` (as :class:`VideoFile` does for
+    a truncated video); a first frame that does not decode raises its ``DataError``.
+    """
+
+    def __init__(self, frames: ImageSequence) -> None:
+        self.name, self.paths = frames.name, frames.paths
+        super().__init__(frames.fps)
+        self.height, self.width, self.num_frames = frames.height, frames.width, frames.num_frames
+        self._frames = frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        decoded = iter(self._frames)
+        for index, path in enumerate(self.paths):
+            try:
+                frame = next(decoded)
+            except DataError as err:
+                if index == 0:
+                    raise
+                warnings.warn(f"frames of {self.name!r}: frame {index} ({path}) cannot be decoded; kept the "
+                              f"{index} frames before it ({err})", RuntimeWarning, stacklevel=2)
+                return
+            yield frame
+
+
+def open_frames(source) -> VideoSource:
+    """:func:`open_video`, but a frame folder or frame list ends at its first undecodable frame."""
+    video = open_video(source)
+    return UntilUnreadable(video) if type(video) is ImageSequence else video
 
 
 @dataclass

@@ -4,6 +4,7 @@
     instances = predictor("clip.mp4")             # TrackedInstances (VIS) / VPSResult / VSSResult
     for frame in predictor.stream("clip.mp4"):    # online: one StreamFrame per frame, as decoded
         print(frame.index, frame.ids, frame.labels)
+    predictor.categories.ids, predictor.categories.names   # class index -> dataset id / name
 
 Calls go through the streaming engine (:mod:`dvis.inference.engine`): per-frame arrays are spilled
 to a temporary folder (``spill_dir``, default the system temp dir) instead of being kept in memory.
@@ -21,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dvis.data.video import VideoSource, open_video
+from dvis.data.video import VideoSource
 from dvis.errors import InputError
+from dvis.inference.categories import Categories, model_categories
 from dvis.inference.engine import OnlineTracker, Progress, VideoAnalysis, analyse_video, frame_windows, prepare_window
-from dvis.inference.registry import check_overrides, load_model
+from dvis.inference.inputs import open_frames
+from dvis.inference.registry import check_overrides, load_model, locate_model
 from dvis.inference.results import StreamFrame, TrackedInstances
 from dvis.inference.spill import SpillFolder
 from dvis.modeling.dvis import DVIS, InferenceConfig
@@ -32,8 +35,9 @@ from dvis.modeling.postprocess import VPSResult, VSSResult, upsample_masks
 
 
 def frames_of(video) -> Iterable[np.ndarray]:
-    """A path, frame folder, list of image paths or VideoSource -> a VideoSource; a list/array of
-    (H, W, 3) uint8 frames, a (T, H, W, 3) array/tensor or an iterator of frames is used as it is."""
+    """A path, frame folder or list of image paths -> a VideoSource (a frame folder or list ends at
+    its first undecodable frame, with a warning); a VideoSource, a list/array of (H, W, 3) uint8
+    frames, a (T, H, W, 3) array/tensor or an iterator of frames is used as it is."""
     if isinstance(video, (VideoSource, Iterator)):
         return video
     if isinstance(video, (np.ndarray, Tensor)):
@@ -44,18 +48,28 @@ def frames_of(video) -> Iterable[np.ndarray]:
         return video
     if isinstance(video, (list, tuple)) and not video:
         raise InputError("the video has zero frames (empty list)")
-    return open_video(video)
+    return open_frames(video)
+
+
+ONLINE_MODES = ("online", "minvis")
 
 
 class VideoPredictor:
-    """A loaded DVIS model plus inference options (any :class:`InferenceConfig` field)."""
+    """A loaded DVIS model plus inference options (any :class:`InferenceConfig` field).
+
+    ``categories``: dataset category id and name per class index (:mod:`dvis.inference.categories`;
+    ``from_pretrained`` takes them from the model folder's ``classes.json`` or the release preset,
+    otherwise class k is id k + 1), e.g. for ``instances.to_ytvis(video_id, predictor.categories.ids)``.
+    """
 
     def __init__(self, model: DVIS, spill_dir: str | Path | None = None, spill_dtype: str = "float32",
-                 **overrides) -> None:
+                 categories: Categories | None = None, **overrides) -> None:
         self.model = model.eval()
         self.config = dataclasses.replace(model.config.inference, **check_overrides(overrides))
         self.config.validate()
         self.spill_dir, self.spill_dtype = spill_dir, spill_dtype
+        num_classes = model.config.segmenter.num_classes
+        self.categories = categories if categories is not None else Categories.default(num_classes)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", weights: str | Path | None = None,
@@ -63,7 +77,8 @@ class VideoPredictor:
                         **overrides) -> "VideoPredictor":
         """A registered name, a model folder, or a release preset name with ``weights=FILE.pth``."""
         model = load_model(name_or_dir, weights=weights, device=device)
-        return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, **overrides)
+        categories = model_categories(locate_model(name_or_dir, weights), model.config.segmenter.num_classes)
+        return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, categories=categories, **overrides)
 
     @property
     def device(self) -> torch.device:
@@ -105,17 +120,30 @@ class VideoPredictor:
             return VPSResult(panoptic, plan.segments_infos, plan.ids, analysis.output_size)
 
     # --------------------------------------------------------------------------------- stream
+    def stream_mode(self, mode: str | None = None) -> str:
+        """The mode :meth:`stream` runs in: ``mode`` if given, else the predictor's mode if it is
+        online or minvis, else ``"online"`` for a model with a tracker and ``"minvis"`` without."""
+        if mode is not None:
+            return mode
+        if self.config.mode in ONLINE_MODES:
+            return self.config.mode
+        return "online" if self.model.tracker is not None else "minvis"
+
     @torch.no_grad()
-    def stream(self, video, window: int = 1, score_threshold: float = 0.3, **overrides) -> Iterator[StreamFrame]:
+    def stream(self, video, window: int = 1, score_threshold: float = 0.3, mode: str | None = None,
+               **overrides) -> Iterator[StreamFrame]:
         """Online/MinVIS: one :class:`StreamFrame` per frame, produced after each ``window`` frames.
+
+        ``mode``: see :meth:`stream_mode` (an offline model streams with its tracker); an explicit
+        offline mode raises ``InputError``.
 
         Per track (query slot) the class so far is the best non-background class of the softmax of
         the tracker's class logits averaged over the frames seen so far; a track is reported in a
         frame when that probability is >= ``score_threshold``, it is among the ``max_num`` best,
         and its mask is not empty. Memory does not grow with the number of frames.
         """
-        config = self.options(**overrides)
-        if config.mode not in ("online", "minvis"):
+        config = self.options(mode=self.stream_mode(mode), **overrides)
+        if config.mode not in ONLINE_MODES:
             raise InputError(f"stream() runs online: mode must be 'online' or 'minvis', got {config.mode!r} "
                              "(offline modes need the whole video: call the predictor instead)")
         if window < 1:

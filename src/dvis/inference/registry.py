@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,48 +67,88 @@ def _available() -> str:
     return text
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model name refers to. ``kind``: ``"folder"`` (our format), ``"registered"`` (a folder
+    shipped in the package) or ``"preset"`` (a release config + a released checkpoint)."""
+
+    name: str
+    kind: str
+    folder: Path | None
+    weights: Path | None
+
+    def files(self) -> list[Path]:
+        """The files that define the model (config, weights, classes), those that exist."""
+        names = MODEL_FILES if self.folder is not None else ()
+        found = [self.folder / n for n in names if (self.folder / n).is_file()]
+        return found + ([self.weights] if self.weights is not None else [])
+
+
+MODEL_FILES = ("config.yaml", "model.safetensors", "classes.json")  # of a model folder
+
+
+def locate_model(name_or_dir: str | Path, weights: str | Path | None = None) -> ModelRef:
+    """Resolve a model name without loading it; raises what :func:`load_model` would for a bad name
+    (unknown, not installed, preset without weights, missing weights file)."""
+    name, path = str(name_or_dir), Path(name_or_dir)
+    weights = None if weights is None else Path(weights)
+    if path.is_dir():
+        ref = ModelRef(name, "folder", path, weights)
+    elif name in REGISTERED:
+        ref = _registered(name, weights)
+    elif name in preset_names():
+        ref = _preset(name, weights)
+    elif path.suffix or "/" in name or path.exists():
+        raise CheckpointError(f"model {name!r}: not a model folder (expected a folder with config.yaml and "
+                              f"model.safetensors). {_available()}")
+    else:
+        raise ConfigError(f"unknown model {name!r}. {_available()}")
+    if ref.weights is not None and not ref.weights.is_file():
+        raise CheckpointError(f"weights file {ref.weights} does not exist"
+                              + (f" (needed for release preset {name!r})" if ref.kind == "preset" else ""))
+    return ref
+
+
+def _registered(name: str, weights: Path | None) -> ModelRef:
+    folder = registered_folder(name)
+    if not (folder / "config.yaml").is_file():
+        raise CheckpointError(f"model {name!r} is registered but not installed: {folder} holds no "
+                              f"config.yaml/model.safetensors. {_available()}")
+    if weights is not None:
+        raise InputError(f"--weights is for release presets; {name!r} ships its own weights")
+    return ModelRef(name, "registered", folder, None)
+
+
+def _preset(name: str, weights: Path | None) -> ModelRef:
+    if weights is None:
+        raise InputError(f"model {name!r} is a release preset: pass the downloaded checkpoint with "
+                         f"--weights FILE.pth (weights=... in Python)")
+    return ModelRef(name, "preset", None, weights)
+
+
 def load_model(name_or_dir: str | Path, weights: str | Path | None = None, device: str = "auto",
                **overrides) -> DVIS:
     """Build and load a model (see the module docstring); returns it in eval mode on ``device``."""
     overrides = check_overrides(overrides)
     target = resolve_device(device)
-    model = _build(str(name_or_dir), weights, overrides)
+    model = _build(locate_model(name_or_dir, weights), overrides)
     return model.to(target).eval()
 
 
-def _build(name: str, weights, overrides: dict) -> DVIS:
+def _build(ref: ModelRef, overrides: dict) -> DVIS:
     from dvis.modeling.io import load_pretrained
 
-    path = Path(name)
-    if path.is_dir():
-        model = load_pretrained(path, **overrides)
-        if weights is not None:
-            _load_release_weights(model, weights)
-        return model
-    if name in REGISTERED:
-        folder = registered_folder(name)
-        if not (folder / "config.yaml").is_file():
-            raise CheckpointError(f"model {name!r} is registered but not installed: {folder} holds no "
-                                  f"config.yaml/model.safetensors. {_available()}")
-        if weights is not None:
-            raise InputError(f"--weights is for release presets; {name!r} ships its own weights")
-        return load_pretrained(folder, **overrides)
-    if name in preset_names():
-        return _from_preset(name, weights, overrides)
-    if path.suffix or "/" in name or path.exists():
-        raise CheckpointError(f"model {name!r}: not a model folder (expected a folder with config.yaml and "
-                              f"model.safetensors). {_available()}")
-    raise ConfigError(f"unknown model {name!r}. {_available()}")
+    if ref.kind == "preset":
+        return _from_preset(ref.name, ref.weights, overrides)
+    model = load_pretrained(ref.folder, **overrides)
+    if ref.weights is not None:
+        _load_release_weights(model, ref.weights)
+    return model
 
 
-def _from_preset(name: str, weights, overrides: dict) -> DVIS:
+def _from_preset(name: str, weights: Path, overrides: dict) -> DVIS:
     from dvis.modeling.presets import build_config
 
-    if weights is None:
-        raise InputError(f"model {name!r} is a release preset: pass the downloaded checkpoint with "
-                         f"--weights FILE.pth (weights=... in Python)")
-    if not Path(weights).is_file():
-        raise CheckpointError(f"weights file {weights} does not exist (needed for release preset {name!r})")
     config = build_config(name)
     config.inference = dataclasses.replace(config.inference, **overrides)
     model = DVIS(config)
@@ -115,9 +156,8 @@ def _from_preset(name: str, weights, overrides: dict) -> DVIS:
     return model
 
 
-def _load_release_weights(model: DVIS, weights) -> None:
+def _load_release_weights(model: DVIS, weights: Path) -> None:
+    """Fill ``model`` from a released (detectron2-format) checkpoint file."""
     from dvis.compat.checkpoint import load_official
 
-    if not Path(weights).is_file():
-        raise CheckpointError(f"weights file {weights} does not exist")
     load_official(model, weights)

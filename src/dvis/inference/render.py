@@ -39,3 +39,37 @@ def render_frame(frame: np.ndarray, masks: np.ndarray, colours: list[tuple[int, 
         draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)
         draw.text((x, y), text, fill=(0, 0, 0), font=font)
     return np.asarray(image)
+
+
+class OverlayVideo:
+    """``OUT/<video>.mp4``, written frame by frame while the outputs are produced.
+
+    The source frames are read a second time (a second decode) and written with the masks of each
+    frame rendered on them, at the source frame rate. Disabled (``enabled=False``) it writes nothing.
+    """
+
+    def __init__(self, path, source, enabled: bool) -> None:
+        self.path, self.source, self.enabled = path, source, enabled
+        self._writer = self._frames = None
+
+    def __enter__(self) -> "OverlayVideo":
+        if self.enabled:
+            from dvis.data.writer import VideoWriter
+
+            self._frames = iter(self.source)
+            self._writer = VideoWriter(self.path, self.source.fps).__enter__()
+        return self
+
+    def add(self, masks: np.ndarray | None, colours: list, texts: list[str]) -> None:
+        """The next frame with ``masks`` (n, H, W) bool drawn on it (None or n = 0: the frame as is)."""
+        if not self.enabled:
+            return
+        frame = next(self._frames)
+        if masks is None or len(masks) == 0:
+            self._writer.write(frame)
+        else:
+            self._writer.write(render_frame(frame, masks, colours, texts))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.__exit__(exc_type, exc, tb)

@@ -343,6 +343,63 @@ VIPSEG_THING_CLASSES: tuple[int, ...] = (
     107, 108, 109, 114, 115, 116, 117, 118, 122, 123,
 )
 
+# Category names of each dataset in class-index order, as the release's dataset metadata lists
+# them (dvis/data_video/datasets/ytvis.py: OVIS_CATEGORIES, YTVIS_CATEGORIES_2019/2021; vps.py:
+# VIPSeg's 124 categories). Class index k is category id k + 1 for OVIS and YouTube-VIS (ids
+# 1..K) and id k for VIPSeg (ids 0..123, contiguous id == dataset id). Spellings are the
+# datasets' own ("Vehical" in OVIS).
+OVIS_CATEGORY_NAMES: tuple[str, ...] = (
+    "Person", "Bird", "Cat", "Dog", "Horse", "Sheep", "Cow", "Elephant", "Bear", "Zebra", "Giraffe",
+    "Poultry", "Giant_panda", "Lizard", "Parrot", "Monkey", "Rabbit", "Tiger", "Fish", "Turtle",
+    "Bicycle", "Motorcycle", "Airplane", "Boat", "Vehical",
+)
+YTVIS19_CATEGORY_NAMES: tuple[str, ...] = (
+    "person", "giant_panda", "lizard", "parrot", "skateboard", "sedan", "ape", "dog", "snake", "monkey",
+    "hand", "rabbit", "duck", "cat", "cow", "fish", "train", "horse", "turtle", "bear", "motorbike",
+    "giraffe", "leopard", "fox", "deer", "owl", "surfboard", "airplane", "truck", "zebra", "tiger",
+    "elephant", "snowboard", "boat", "shark", "mouse", "frog", "eagle", "earless_seal", "tennis_racket",
+)
+YTVIS21_CATEGORY_NAMES: tuple[str, ...] = (
+    "airplane", "bear", "bird", "boat", "car", "cat", "cow", "deer", "dog", "duck", "earless_seal",
+    "elephant", "fish", "flying_disc", "fox", "frog", "giant_panda", "giraffe", "horse", "leopard",
+    "lizard", "monkey", "motorbike", "mouse", "parrot", "person", "rabbit", "shark", "skateboard",
+    "snake", "snowboard", "squirrel", "surfboard", "tennis_racket", "tiger", "train", "truck", "turtle",
+    "whale", "zebra",
+)
+VIPSEG_CATEGORY_NAMES: tuple[str, ...] = (
+    "wall", "ceiling", "door", "stair", "ladder", "escalator", "Playground_slide", "handrail_or_fence",
+    "window", "rail", "goal", "pillar", "pole", "floor", "ground", "grass", "sand", "athletic_field",
+    "road", "path", "crosswalk", "building", "house", "bridge", "tower", "windmill", "well_or_well_lid",
+    "other_construction", "sky", "mountain", "stone", "wood", "ice", "snowfield", "grandstand", "sea",
+    "river", "lake", "waterfall", "water", "billboard_or_Bulletin_Board", "sculpture", "pipeline",
+    "flag", "parasol_or_umbrella", "cushion_or_carpet", "tent", "roadblock", "car", "bus", "truck",
+    "bicycle", "motorcycle", "wheeled_machine", "ship_or_boat", "raft", "airplane", "tyre",
+    "traffic_light", "lamp", "person", "cat", "dog", "horse", "cattle", "other_animal", "tree",
+    "flower", "other_plant", "toy", "ball_net", "backboard", "skateboard", "bat", "ball",
+    "cupboard_or_showcase_or_storage_rack", "box", "traveling_case_or_trolley_case", "basket",
+    "bag_or_package", "trash_can", "cage", "plate", "tub_or_bowl_or_pot", "bottle_or_cup", "barrel",
+    "fishbowl", "bed", "pillow", "table_or_desk", "chair_or_seat", "bench", "sofa", "shelf", "bathtub",
+    "gun", "commode", "roaster", "other_machine", "refrigerator", "washing_machine", "Microwave_oven",
+    "fan", "curtain", "textiles", "clothes", "painting_or_poster", "mirror", "flower_pot_or_vase",
+    "clock", "book", "tool", "blackboard", "tissue", "screen_or_television", "computer", "printer",
+    "Mobile_phone", "keyboard", "other_electronic_product", "fruit", "food", "instrument", "train",
+)
+# dataset -> (names in class-index order, category id of class 0)
+DATASET_CATEGORIES: dict[str, tuple[tuple[str, ...], int]] = {
+    "ovis": (OVIS_CATEGORY_NAMES, 1),
+    "ytvis19": (YTVIS19_CATEGORY_NAMES, 1),
+    "ytvis21": (YTVIS21_CATEGORY_NAMES, 1),
+    "vipseg": (VIPSEG_CATEGORY_NAMES, 0),
+}
+
+
+def dataset_categories(dataset: str) -> tuple[tuple[int, str], ...]:
+    """(dataset category id, name) per class index of ``dataset`` (one of :data:`DATASETS`)."""
+    if dataset not in DATASET_CATEGORIES:
+        raise ConfigError(f"no categories recorded for dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    names, first_id = DATASET_CATEGORIES[dataset]
+    return tuple((first_id + index, name) for index, name in enumerate(names))
+
 _DATASET_DIRS = {"ovis": "configs/ovis", "ytvis19": "configs/youtubevis_2019",
                  "ytvis21": "configs/youtubevis_2021", "vipseg": "configs/VIPSeg"}
 _SUFFIXES = {"720p": "720p", "cocoPesudo": "cocopseudo"}  # file-name variant -> preset suffix
@@ -398,6 +455,11 @@ class ReleasePreset:
     thing_classes: tuple[int, ...]
     config_file: str
     train: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def categories(self) -> tuple[tuple[int, str], ...]:
+        """(dataset category id, name) per class index: OVIS / YouTube-VIS ids 1..K, VIPSeg 0..123."""
+        return dataset_categories(self.dataset)
 
 
 def _preset_from_yaml(name: str, dataset: str, config_file: str) -> ReleasePreset:
