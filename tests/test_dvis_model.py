@@ -73,6 +73,23 @@ def test_semi_online_with_a_full_clip_equals_offline(model, frames):
     assert per_frame.masks.shape == offline.masks.shape
 
 
+@pytest.mark.parametrize("mode, tracker_masks", [("online", True), ("offline", False), ("semi-online", False)])
+def test_tracker_computes_mask_logits_only_where_they_are_used(model, frames, mode, tracker_masks, monkeypatch):
+    """Offline and semi-online replace the tracker's masks by the refiner's: neither the in-memory
+    nor the streaming path runs the tracker's mask einsum there."""
+    import dvis.modeling.tracker as tracker_module
+    from dvis.inference.predictor import VideoPredictor
+
+    calls = []
+    real = tracker_module.mask_logits
+    monkeypatch.setattr(tracker_module, "mask_logits", lambda *a: calls.append(1) or real(*a))
+    model([frames], mode=mode, clip_len=3, window_size=3)
+    assert bool(calls) == tracker_masks
+    calls.clear()
+    VideoPredictor(model, window_size=3, clip_len=3)(frames.permute(0, 2, 3, 1).numpy(), mode=mode)
+    assert bool(calls) == tracker_masks
+
+
 def test_modes_disagree_where_they_should(model, frames):
     """MinVIS, online and offline are different methods: their instance sets differ here."""
     results = {m: model([frames], mode=m)[0] for m in ("minvis", "online", "offline")}
@@ -138,7 +155,7 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(golden):
     message = str(err.value)
     assert "missing keys (1)" in message and "tracker.decoder_norm.weight" in message
     assert "unexpected keys (1)" in message and "tracker.extra.weight" in message
-    assert "tracker.class_embed.bias: checkpoint (3,) vs model (6,)" in message
+    assert "tracker.class_embed.bias: expected (6,), found (3,)" in message
     with pytest.raises(CheckpointError, match=r"(?s)unexpected keys.*something\.else"):
         load_official(target, {**state, "something.else": torch.zeros(1)})
 

@@ -53,7 +53,25 @@ def test_released_layout_loads_with_nothing_missing_or_left_over(path):
 def test_describe_recognises_the_variants():
     for path in LAYOUTS:
         keys = json.loads(path.read_text())["keys"]
-        info = describe({k: torch.zeros(0) for k in keys})
+        info = describe({k: torch.empty(shape, device="meta") for k, shape in keys.items()})
         assert info.backbone == ("swin" if "swinl" in path.stem else "resnet")
+        assert info.backbone_name == ("Swin-L" if "swinl" in path.stem else "ResNet-50")
         assert info.has_refiner == ("offline" in path.stem)
-        assert info.has_tracker
+        assert info.has_tracker and info.has_segmenter
+
+
+def test_describe_names_other_backbones_by_their_structure():
+    """ResNet depth from the bottleneck blocks per stage, Swin size from embed width and depths."""
+    r101 = {f"backbone.res{s}.{b}.conv3.weight": torch.empty(1, device="meta")
+            for s, blocks in zip((2, 3, 4, 5), (3, 4, 23, 3)) for b in range(blocks)}
+    assert describe({"backbone.stem.conv1.weight": torch.empty(1), **r101}).backbone_name == "ResNet-101"
+    r101.pop("backbone.res4.22.conv3.weight")
+    odd = describe({"backbone.stem.conv1.weight": torch.empty(1), **r101}).backbone_name
+    assert odd == "ResNet (bottleneck blocks per stage [3, 4, 22, 3])"
+    swin_b = {f"backbone.layers.{i}.blocks.{j}.norm1.weight": torch.empty(1, device="meta")
+              for i, blocks in enumerate((2, 2, 18, 2)) for j in range(blocks)}
+    swin_b["backbone.patch_embed.proj.weight"] = torch.empty(128, 3, 4, 4, device="meta")
+    assert describe(swin_b).backbone_name == "Swin-B"
+    swin_b["backbone.patch_embed.proj.weight"] = torch.empty(64, 3, 4, 4, device="meta")
+    assert describe(swin_b).backbone_name == "Swin (embed 64, depths [2, 2, 18, 2])"
+    assert describe({"tracker.x": torch.empty(1)}).backbone_name is None

@@ -57,6 +57,15 @@ def test_a_golden_that_does_not_match_fails():
         check_against_release(golden, "perturbed")
 
 
+@pytest.mark.parametrize("part", ["tracker_window1", "refiner"])
+def test_a_golden_with_a_missing_aux_output_fails(part):
+    """zip() would silently skip an aux output the golden lacks; the counts are compared first."""
+    golden = torch.load(FILES[0], weights_only=True)
+    golden[part]["aux_pred_logits"] = list(golden[part]["aux_pred_logits"])[:-1]
+    with pytest.raises(AssertionError, match=r"aux_logits, golden has"):
+        check_against_release(golden, "perturbed")
+
+
 @torch.no_grad()
 def check_against_release(golden: dict, path) -> None:
     tracker, refiner = build(golden)
@@ -72,7 +81,8 @@ def check_against_release(golden: dict, path) -> None:
         assert_close(f"window {w} pred_logits", output.pred_logits, expected["pred_logits"])
         assert_close(f"window {w} pred_masks", output.pred_masks, masks_btq(expected["pred_masks"]))
         assert_close(f"window {w} pred_embds", output.pred_embds, to_btq(expected["pred_embds"]))
-        assert len(output.aux_logits) == len(expected["aux_pred_logits"])
+        assert len(output.aux_logits) == len(expected["aux_pred_logits"]), (
+            f"window {w}: {len(output.aux_logits)} aux_logits, golden has {len(expected['aux_pred_logits'])}")
         for i, (ours, theirs) in enumerate(zip(output.aux_logits, expected["aux_pred_logits"])):
             assert_close(f"window {w} aux_logits[{i}]", ours, theirs)
         expected_indices = torch.stack(list(expected["match_indices"]))
@@ -90,6 +100,8 @@ def check_against_release(golden: dict, path) -> None:
     assert_close("refiner pred_logits", refined.pred_logits, expected["pred_logits"])
     assert_close("refiner pred_masks", refined.pred_masks, masks_btq(expected["pred_masks"]))
     assert_close("refiner pred_embds", refined.pred_embds, to_btq(expected["pred_embds"]))
+    assert len(refined.aux_logits) == len(expected["aux_pred_logits"]), (
+        f"refiner: {len(refined.aux_logits)} aux_logits, golden has {len(expected['aux_pred_logits'])}")
     for i, (ours, theirs) in enumerate(zip(refined.aux_logits, expected["aux_pred_logits"])):
         assert_close(f"refiner aux_logits[{i}]", ours, theirs)
 

@@ -240,26 +240,68 @@ def _relative_position_index(window: int) -> Tensor:
         return SwinRelativePositionBias(1, (window, window))._create_relative_position_index()
 
 
-class _Report:
-    """Collects every problem of one conversion so that one error lists them all."""
+class KeyReport:
+    """Every problem of fitting a state dict into a model, collected so that one error lists them all.
+
+    Entries start with the checkpoint's key name (the release's names for the segmenter).
+    """
+
+    TITLES = ("missing keys", "unexpected keys", "shape mismatches", "keys filling the same weight",
+              "invalid values")
 
     def __init__(self) -> None:
+        self.missing: list[str] = []
         self.unexpected: list[str] = []
         self.mismatched: list[str] = []
         self.duplicates: list[str] = []
         self.invalid: list[str] = []
         self.claimed: set[str] = set()  # our keys whose source was found but rejected
 
-    def raise_if_any(self, missing: list[str], variant: str) -> None:
-        sections = [("missing keys", missing), ("unexpected keys", self.unexpected),
-                    ("shape mismatches", self.mismatched), ("keys filling the same weight", self.duplicates),
-                    ("invalid values", self.invalid)]
-        lines = [f"{title} ({len(items)}):\n    " + "\n    ".join(items) for title, items in sections if items]
-        if lines:
-            raise CheckpointError(f"segmenter weights do not fit the {variant} segmenter:\n  " + "\n  ".join(lines))
+    def _lists(self) -> tuple[list[str], ...]:
+        return self.missing, self.unexpected, self.mismatched, self.duplicates, self.invalid
+
+    def sections(self) -> list[tuple[str, list[str]]]:
+        return [(title, items) for title, items in zip(self.TITLES, self._lists()) if items]
+
+    def __bool__(self) -> bool:
+        return bool(self.sections())
+
+    def extend(self, other: KeyReport) -> None:
+        for mine, theirs in zip(self._lists(), other._lists()):
+            mine.extend(theirs)
+        self.claimed |= other.claimed
+
+    def listing(self, per_part: int | None = None) -> str:
+        """The sections as indented lines; ``per_part`` entries at most per top-level key prefix."""
+        return "".join(_section(title, items, per_part) for title, items in self.sections())
+
+    def raise_if_any(self, variant: str) -> None:
+        if self:
+            raise CheckpointError(f"segmenter weights do not fit the {variant} segmenter:" + self.listing())
 
 
-def _check_index(name: str, tensor: Tensor, config, report: _Report) -> None:
+def _part(entry: str) -> str:
+    return entry.split(".", 1)[0] + ".*"
+
+
+def _section(title: str, items: list[str], per_part: int | None) -> str:
+    """``title (N)`` and the entries; with ``per_part``, at most that many per key prefix and a count
+    per prefix when there are several."""
+    if per_part is None:
+        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items)
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        groups.setdefault(_part(item), []).append(item)
+    counts = f"; by part: {', '.join(f'{p} {len(g)}' for p, g in groups.items())}" if len(groups) > 1 else ""
+    lines = []
+    for part, group in groups.items():
+        lines += group[:per_part]
+        if len(group) > per_part:
+            lines.append(f"... and {len(group) - per_part} more {part} keys")
+    return f"\n  {title} ({len(items)}{counts}):\n    " + "\n    ".join(lines)
+
+
+def _check_index(name: str, tensor: Tensor, config, report: KeyReport) -> None:
     """The release stores Swin's relative position index; it must equal the recomputed one."""
     window = config.swin_window_size
     expected = _relative_position_index(window)
@@ -270,7 +312,7 @@ def _check_index(name: str, tensor: Tensor, config, report: _Report) -> None:
 
 
 def _split(rule: _Rule, values: dict, name: str, tensor: Tensor, expected: dict,
-           report: _Report) -> list[tuple[str, Tensor]]:
+           report: KeyReport) -> list[tuple[str, Tensor]]:
     """Official tensor -> [(our key, tensor)]; a fused q,k,v tensor is checked whole, then split."""
     targets = rule.targets(values)
     if rule.kind != "split3":
@@ -294,11 +336,21 @@ def convert_segmenter_state_dict(official: dict[str, Tensor], config) -> dict[st
     accepted too). The result loads strictly. Any missing, unexpected, duplicated or wrongly shaped
     key raises one :class:`CheckpointError` that lists them all with expected and found shapes.
     """
+    converted, report = check_segmenter_state_dict(official, config)
+    report.raise_if_any(backbone_name(config))
+    return converted
+
+
+def check_segmenter_state_dict(official: dict[str, Tensor], config) -> tuple[dict[str, Tensor], KeyReport]:
+    """Like :func:`convert_segmenter_state_dict` but returns the problems instead of raising.
+
+    The converted dict is complete only when the report is empty.
+    """
     if not isinstance(official, dict):
         raise CheckpointError(f"segmenter weights: expected a dict of tensors, got {type(official).__name__}")
     expected = _expected_entries(config)
     rules = segmenter_rules(config.backbone)
-    report = _Report()
+    report = KeyReport()
     converted: dict[str, Tensor] = {}
     sources: dict[str, str] = {}
     for name, tensor in official.items():
@@ -316,14 +368,13 @@ def convert_segmenter_state_dict(official: dict[str, Tensor], config) -> dict[st
         for key, value in _split(rule, values, name, tensor, expected, report):
             _place(key, value, name, expected, converted, sources, report)
     _fill_defaults(expected, converted)
-    missing = [official_name(key, config.backbone) for key in expected
-               if key not in converted and key not in report.claimed]
-    report.raise_if_any(missing, _variant_name(config))
-    return converted
+    report.missing = [official_name(key, config.backbone) for key in expected
+                      if key not in converted and key not in report.claimed]
+    return converted, report
 
 
 def _place(key: str, value: Tensor, name: str, expected: dict, converted: dict,
-           sources: dict, report: _Report) -> None:
+           sources: dict, report: KeyReport) -> None:
     """Put one converted tensor under our key after checking key, shape and uniqueness."""
     if key not in expected:
         report.unexpected.append(f"{name} (would be {key})")
@@ -354,10 +405,43 @@ def _fill_defaults(expected: dict, converted: dict) -> None:
             converted[key] = weight
 
 
-def _variant_name(config) -> str:
+_RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}  # bottleneck blocks per stage
+_SWIN_NAMES = {(96, (2, 2, 6, 2)): "Swin-T", (96, (2, 2, 18, 2)): "Swin-S", (128, (2, 2, 18, 2)): "Swin-B",
+               (192, (2, 2, 18, 2)): "Swin-L"}
+
+
+def _swin_name(embed_dim: int | None, depths: tuple[int, ...]) -> str:
+    return _SWIN_NAMES.get((embed_dim, depths)) or f"Swin (embed {embed_dim}, depths {list(depths)})"
+
+
+def backbone_name(config) -> str:
+    """``ResNet-50``, ``Swin-L``, ... of a :class:`SegmenterConfig` (for messages)."""
     if config.backbone == "resnet":
         return f"ResNet-{config.resnet_depth}"
-    return f"Swin (embed {config.swin_embed_dim}, depths {list(config.swin_depths)})"
+    return _swin_name(config.swin_embed_dim, tuple(config.swin_depths))
+
+
+def _blocks_per_stage(keys: Iterable[str], pattern: str) -> tuple[int, ...]:
+    """Number of distinct block indices per stage of keys matching ``pattern`` (groups: stage, block)."""
+    blocks: dict[int, set[int]] = {}
+    for key in keys:
+        match = re.match(pattern, key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    return tuple(len(blocks[stage]) for stage in sorted(blocks))
+
+
+def backbone_name_from_keys(state: dict[str, Tensor]) -> str | None:
+    """The backbone a release-named state dict holds, named as :func:`backbone_name` does; None if none."""
+    if any(k.startswith("backbone.stem.") for k in state):
+        stages = _blocks_per_stage(state, r"backbone\.res(\d)\.(\d+)\.conv3\.")
+        depth = next((d for d, blocks in _RESNET_DEPTHS.items() if blocks == stages), None)
+        return f"ResNet-{depth}" if depth else f"ResNet (bottleneck blocks per stage {list(stages)})"
+    if any(k.startswith("backbone.patch_embed.") for k in state):
+        weight = state.get("backbone.patch_embed.proj.weight")
+        embed = int(weight.shape[0]) if weight is not None and weight.dim() > 0 else None
+        return _swin_name(embed, _blocks_per_stage(state, r"backbone\.layers\.(\d+)\.blocks\.(\d+)\."))
+    return None
 
 
 def split_segmenter_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -76,9 +76,9 @@ class DVISConfig:
 class VideoQueries:
     """Per-query predictions of a batch of B equally long videos, accumulated over windows.
 
-    online_logits (B, T, Q, K+1), online_masks (B, T, Q, h, w), track_embeds (B, T, Q, C),
-    frame_embeds (B, T, Q, C) segmenter queries and mask_features (B, T, C_mask, h, w) (the last
-    two only when the refiner needs them).
+    online_logits (B, T, Q, K+1), online_masks (B, T, Q, h, w) (only when the refiner does not
+    replace them), track_embeds (B, T, Q, C), frame_embeds (B, T, Q, C) segmenter queries and
+    mask_features (B, T, C_mask, h, w) (the last two only when the refiner needs them).
     """
 
     online_logits: list[Tensor] = field(default_factory=list)
@@ -125,22 +125,26 @@ class DVIS(nn.Module):
         return per_video(out.pred_embds), per_video(out.mask_features), per_video(out.pred_logits), per_video(out.pred_masks)
 
     def run_windows(self, pixel_values: Tensor, mode: str, window_size: int) -> VideoQueries:
-        """pixel_values (B, T, 3, H, W) -> predictions of every frame, window by window."""
+        """pixel_values (B, T, 3, H, W) -> predictions of every frame, window by window.
+
+        In ``offline`` / ``semi-online`` the refiner's masks replace the tracker's, so the tracker
+        computes no masks there (``online_masks`` stays empty) and the refiner's inputs are kept.
+        """
         keep_for_refiner = mode in ("offline", "semi-online")
         queries, state = VideoQueries(), None
         for start in range(0, pixel_values.shape[1], window_size):
             embeds, features, seg_logits, seg_masks = self.segment(pixel_values[:, start : start + window_size])
             if mode == "minvis":
                 out, state = minvis_match(embeds, seg_logits, seg_masks, state, self.matching)
-                queries.track_embeds.append(out.pred_embds)
             else:
-                out, state = self.tracker(embeds, features, state)
-                queries.track_embeds.append(out.pred_embds)
+                out, state = self.tracker(embeds, None if keep_for_refiner else features, state)
+            queries.track_embeds.append(out.pred_embds)
             queries.online_logits.append(out.pred_logits)
-            queries.online_masks.append(out.pred_masks)
             if keep_for_refiner:
                 queries.frame_embeds.append(embeds)
                 queries.mask_features.append(features)
+            else:
+                queries.online_masks.append(out.pred_masks)
         return queries
 
     @property
@@ -188,12 +192,13 @@ class DVIS(nn.Module):
         if len(output_sizes) != len(videos):
             raise InputError(f"got {len(output_sizes)} output sizes for {len(videos)} videos")
         queries = self.run_windows(pixel_values, config.mode, config.window_size)
-        online_logits, masks = queries.cat("online_logits"), queries.cat("online_masks")
-        probs = F.softmax(online_logits.mean(dim=1), dim=-1)  # (B, Q, K+1)
+        probs = F.softmax(queries.cat("online_logits").mean(dim=1), dim=-1)  # (B, Q, K+1)
         if config.mode in ("offline", "semi-online"):
             clip_len = config.clip_len if config.mode == "semi-online" else None
             refined_logits, masks = self.refine(queries, clip_len, config.window_size)
             probs = combine_with_online(F.softmax(refined_logits.mean(dim=1), dim=-1), probs)
+        else:
+            masks = queries.cat("online_masks")
         return [
             self.postprocess(config, probs[b], masks[b], resized_sizes[b], tuple(output_sizes[b]))
             for b in range(len(videos))
