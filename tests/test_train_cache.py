@@ -1,13 +1,16 @@
 """Segmenter-output cache: same losses as running the frozen segmenter, built once, rebuilt when the
-segmenter changes, refused with random augmentation; NaN losses stop training with a clear error."""
+segmenter changes (or its manifest cannot be read), refused with random augmentation; damaged cache files
+and NaN losses stop training with a clear error."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from test_train_common import make_config, one_thread, saved_model, synthetic_root, trained_params  # noqa: F401
 
-from dvis.errors import ConfigError
+from dvis.errors import ConfigError, DataError
 from dvis.training.loop import NonFiniteLossError, Trainer
 
 
@@ -89,3 +92,32 @@ def test_non_finite_loss_names_the_iteration_and_term(tmp_path, synthetic_root, 
     monkeypatch.setattr(DVISLoss, "frame_major_terms", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"iteration 1: loss term loss_dice(_0)? is nan"):
         trainer.train()
+
+
+@pytest.mark.parametrize("manifest", [b"{not json", b"\xff\xfe", b"[1, 2]", b""], ids=["junk", "binary", "list", "empty"])
+def test_an_unreadable_manifest_makes_the_cache_stale(manifest, tmp_path):
+    from dvis.training.cache import SegmenterCache
+
+    cache = SegmenterCache(tmp_path / "cache", "key-1")
+    cache.prepare()
+    stale = cache.video_path(0)
+    stale.write_bytes(b"outputs of an unknown segmenter")
+    (tmp_path / "cache" / "manifest.json").write_bytes(manifest)
+    cache.prepare()  # rebuilt, not a JSONDecodeError
+    assert not stale.exists()
+    assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["key"] == "key-1"
+
+
+def test_a_damaged_cache_file_is_a_data_error_naming_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from dvis.training.cache import SegmenterCache
+
+    cache = SegmenterCache(tmp_path, "key")
+    cache.video_path(0).write_bytes(b"\x00" * 20)
+    with pytest.raises(DataError, match=r"video_000000\.safetensors is damaged: not a readable safetensors file"):
+        cache.lookup(0, torch.tensor([0]))
+    save_file({"pred_embds": torch.zeros(1, 2, 3)}, str(cache.video_path(1)))
+    with pytest.raises(DataError, match="video_000001.safetensors is damaged: no pred_logits, mask_features, "
+                                        "pred_masks; delete the file"):
+        cache.lookup(1, torch.tensor([0]))

@@ -7,12 +7,14 @@ same in every epoch. They are computed once, stored on disk, and looked up by
 (video index, frame index).
 
 Layout: ``DIR/manifest.json`` (a fingerprint of the segmenter weights, the dataset and the
-dtype; a mismatch rebuilds the cache) and one ``DIR/video_000012.safetensors`` per video holding
-``pred_embds`` (L, Q, C) and ``pred_logits`` (L, Q, K+1) in float32, ``mask_features``
-(L, C_mask, h, w) and ``pred_masks`` (L, Q, h, w) in the cache dtype (float16 halves the disk
-size; float32 reproduces the uncached run up to float rounding, since the segmenter then runs
-on another number of frames per call). Files are written atomically; building
-is resumable and split over processes (video i is built by rank i mod world size).
+dtype; a mismatch, or a manifest that cannot be read, rebuilds the cache) and one
+``DIR/video_000012.safetensors`` per video holding ``pred_embds`` (L, Q, C) and ``pred_logits``
+(L, Q, K+1) in float32, ``mask_features`` (L, C_mask, h, w) and ``pred_masks`` (L, Q, h, w) in the
+cache dtype (float16 halves the disk size; float32 reproduces the uncached run up to float
+rounding, since the segmenter then runs on another number of frames per call). Files are written
+atomically; building is resumable and split over processes (video i is built by rank i mod world
+size). A failed write (disk full) is an :class:`OutputWriteError` naming the file; a damaged video
+file is a :class:`DataError` naming it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from dvis.errors import DataError
 from dvis.modeling.io import atomic_write
+from dvis.training.checkpoint import writing
 
 FIELDS = ("pred_embds", "pred_logits", "mask_features", "pred_masks")
 LOW_PRECISION = ("mask_features", "pred_masks")
@@ -60,11 +63,13 @@ class SegmenterCache:
         return self.directory / f"video_{video_index:06d}.safetensors"
 
     def prepare(self) -> None:
-        """Create the folder; drop stale video files when the manifest's fingerprint differs."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Create the folder; drop stale video files when the manifest's fingerprint differs or the
+        manifest cannot be read."""
         manifest = self.directory / "manifest.json"
-        current = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        if current.get("key") != self.key:
+        if read_manifest(manifest).get("key") == self.key:
+            return
+        with writing(manifest, "segmenter cache manifest"):
+            self.directory.mkdir(parents=True, exist_ok=True)
             for stale in self.directory.glob("video_*.safetensors"):
                 stale.unlink()
             text = json.dumps({"key": self.key, "version": CACHE_VERSION}, indent=1)
@@ -95,7 +100,8 @@ class SegmenterCache:
                 value = getattr(out, name).float().cpu()
                 outputs[name].append(value.to(self.dtype) if name in LOW_PRECISION else value)
         tensors = {name: torch.cat(values).contiguous() for name, values in outputs.items()}
-        atomic_write(self.video_path(index), lambda p: save_file(tensors, str(p), metadata={"key": self.key}))
+        with writing(self.video_path(index), "segmenter cache file"):
+            atomic_write(self.video_path(index), lambda p: save_file(tensors, str(p), metadata={"key": self.key}))
 
     # -------------------------------------------------------------------------------- reading
     def _video(self, video_index: int) -> dict[str, Tensor]:
@@ -106,7 +112,7 @@ class SegmenterCache:
         if not path.is_file():
             raise DataError(f"segmenter cache {self.directory}: no entry for video {video_index} ({path.name}); "
                             "build the cache first")
-        tensors = load_file(str(path))
+        tensors = _read_video(path, self.directory)
         self._memory[video_index] = tensors
         if len(self._memory) > self._capacity:
             self._memory.popitem(last=False)
@@ -118,3 +124,27 @@ class SegmenterCache:
         tensors = self._video(int(video_index))
         index = torch.as_tensor(frame_indices, dtype=torch.int64)
         return {name: tensors[name].index_select(0, index).float() for name in FIELDS}
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest's contents; {} (= stale: rebuild) when it is missing, unreadable or not a JSON object."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def _read_video(path: Path, directory: Path) -> dict[str, Tensor]:
+    def damaged(reason: str) -> DataError:
+        return DataError(f"segmenter cache {directory}: {path.name} is damaged: {reason}; delete the file "
+                         "(or the folder) and restart: missing entries are rebuilt")
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise damaged(f"not a readable safetensors file ({err})") from None
+    missing = [name for name in FIELDS if name not in tensors]
+    if missing:
+        raise damaged(f"no {', '.join(missing)}")
+    return tensors

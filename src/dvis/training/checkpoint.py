@@ -7,12 +7,14 @@ CUDA, numpy, python). The data position is the iteration (see :mod:`dvis.trainin
 Written with ``torch.save`` into a temporary file beside the target, then ``os.replace``: a kill
 during the write leaves the previous ``last.pt`` intact. Only tensors, dicts, lists, tuples and
 numbers are stored, and files are read with ``torch.load(weights_only=True)`` (no code runs on
-load).
+load). A failed write (disk full, no permission) is an :class:`OutputWriteError` naming the file;
+the previous file is then unchanged.
 """
 
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from dvis.errors import CheckpointError
+from dvis.evaluation.writers import OutputWriteError
 from dvis.modeling.io import atomic_write
 
 FORMAT = "dvis-training-checkpoint"
@@ -55,11 +58,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def writing(path: Path, what: str = "file"):
+    """Turn an OSError while writing ``path`` into an OutputWriteError naming it."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, OutputWriteError):
+            raise
+        reason = err.strerror or str(err) or type(err).__name__
+        raise OutputWriteError(f"cannot write the {what} {path}: {reason}; the previous version (if any) is "
+                               "unchanged") from None
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": VERSION, **state}
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    with writing(path, "training checkpoint"):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
@@ -70,12 +87,24 @@ def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise CheckpointError(f"{path}: not a readable training checkpoint: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or not _is(state.get("format"), FORMAT):
         raise CheckpointError(f"{path}: not a dvis training checkpoint (expected format {FORMAT!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r}, this dvis reads {VERSION}")
-    if state.get("stage") != stage:
+    if not _is(state.get("version"), VERSION):
+        raise CheckpointError(f"{path}: checkpoint version {_short(state.get('version'))}, this dvis reads {VERSION}")
+    if not isinstance(state.get("stage"), str):
+        raise CheckpointError(f"{path}: 'stage' = {_short(state.get('stage'))}; expected one of the stage names")
+    if state["stage"] != stage:
         raise CheckpointError(
-            f"{path}: this is a {state.get('stage')}-stage checkpoint, but you are training the {stage} stage; "
+            f"{path}: this is a {state['stage']}-stage checkpoint, but you are training the {stage} stage; "
             f"use an output_dir of its own for each stage")
     return state
+
+
+def _is(value: Any, expected: str | int) -> bool:
+    """``value == expected`` for plain values only (a tensor or list is never equal)."""
+    return type(value) is type(expected) and value == expected
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "KEY=VALUE"),
                         help="training YAML (see configs/), then dotted overrides, e.g. solver.max_iter=100")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUTPUT_DIR/checkpoints/last.pt if it exists")
+                        help="continue from OUTPUT_DIR/checkpoints/last.pt if it exists (without --resume, a run "
+                             "refuses an output_dir that holds one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

@@ -7,10 +7,14 @@ clips (``solver.batch_size``; ``accumulation`` is derived from it and must be a 
 Per step: loss terms -> all-reduced for logging and the finiteness check (a NaN/Inf stops every
 process with :class:`NonFiniteLossError` naming the iteration and the term) -> backward (DDP
 averages gradients; no sync on the first micro-steps) -> AMP unscale -> clip the L2 norm of all
-trained gradients together to ``clip_grad_norm`` -> AdamW -> step-decay schedule. Rank 0 shows a
+trained gradients together to ``clip_grad_norm`` (a non-finite norm stops training as well, unless
+AMP's GradScaler skips the step) -> AdamW -> step-decay schedule. Rank 0 shows a
 tqdm bar with the loss and ETA, appends to ``metrics.csv`` every ``log_period`` steps, writes
 ``checkpoints/last.pt`` every ``checkpoint_period`` steps and at the end, and exports the stage
-model to ``OUTPUT_DIR/model`` (config.yaml + model.safetensors + training.yaml).
+model to ``OUTPUT_DIR/model`` (config.yaml + model.safetensors + training.yaml). A failed write
+(disk full) stops every process with an :class:`OutputWriteError` naming the file.
+
+A run refuses to start in an ``output_dir`` that already holds a checkpoint unless it resumes it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dvis.errors import ConfigError, DVISError
+from dvis.evaluation.writers import OutputWriteError
 from dvis.modeling.io import atomic_write, save_pretrained
 from dvis.training import distributed
 from dvis.training.cache import SegmenterCache, fingerprint
@@ -37,19 +42,20 @@ from dvis.training.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
+    writing,
 )
 from dvis.training.config import STAGES, SolverConfig, TrainConfig, dump_config
 from dvis.training.data import ClipOrder, StepBatchSampler, build_clip_dataset, build_loader, build_video_dataset
 from dvis.training.losses import DVISLoss
 from dvis.training.model import build_stage_model
+from dvis.training.restore import ResumeTargets, restore_training_state
 from dvis.training.stages import STAGE_CLASSES, prepare_batch
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 class NonFiniteLossError(DVISError):
-    """A loss term became NaN or infinite."""
+    """A loss term, or the gradient norm of a finite loss, became NaN or infinite."""
 
 
 @dataclass
@@ -124,8 +130,9 @@ class Trainer:
         if config.stage is not None and config.stage != stage:
             raise ConfigError(f"this config is for the {config.stage} stage, not {stage}")
         self.config, self.stage, self.show_progress = config, stage, progress
-        self.dist = distributed.setup(device)
         self.output_dir = Path(config.output_dir)
+        refuse_overwrite(self.output_dir, resume)
+        self.dist = distributed.setup(device)
         self.accumulation = accumulation_steps(config.solver, self.dist.world_size)
         self.amp = use_amp(config.solver, self.dist.device)
         self._seed(config.seed)
@@ -206,33 +213,41 @@ class Trainer:
             if self.dist.is_main and self.show_progress:
                 print(f"no checkpoint at {path}; starting from iteration 0")
             return False
-        state = load_checkpoint(path, self.stage)
-        self.trained.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.iteration = int(state["iteration"])
-        rngs = state["rng"]
-        if len(rngs) != self.dist.world_size:
-            raise DVISError(f"{path}: saved by {len(rngs)} processes, resumed with {self.dist.world_size}; "
-                            "resume with the same number of processes")
-        set_rng_state(rngs[self.dist.rank])
+        targets = ResumeTargets(self.trained, self.optimizer, self.scheduler, self.scaler,
+                                self.dist.world_size, self.dist.rank)
+        self.iteration = restore_training_state(path, load_checkpoint(path, self.stage), targets)
         return True
 
     def _checkpoint(self) -> None:
         rngs = distributed.gather_objects(rng_state())
+        self._on_main(lambda: save_checkpoint(checkpoint_path(self.output_dir), {
+            "stage": self.stage,
+            "iteration": self.iteration,
+            "model": {k: v.detach().cpu() for k, v in self.trained.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "world_size": self.dist.world_size,
+        }))
+
+    def _on_main(self, write) -> None:
+        """Run ``write()`` on rank 0 only (the other processes wait); a failed write (OutputWriteError)
+        stops every process with the same error."""
+        message = None
         if self.dist.is_main:
-            save_checkpoint(checkpoint_path(self.output_dir), {
-                "stage": self.stage,
-                "iteration": self.iteration,
-                "model": {k: v.detach().cpu() for k, v in self.trained.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rngs,
-                "world_size": self.dist.world_size,
-            })
+            try:
+                write()
+            except OutputWriteError as err:
+                if not distributed.is_distributed():
+                    raise
+                message = str(err)
+        message = distributed.broadcast_object(message)
+        # end on a barrier: a gloo broadcast's work object, still being freed by gloo's thread, can
+        # deadlock a process group destroyed right after it (the thread needs the GIL)
         distributed.barrier()
+        if message is not None:
+            raise OutputWriteError(message)
 
     # ---------------------------------------------------------------------------------- loop
     def _loader(self):
@@ -270,18 +285,27 @@ class Trainer:
         params = [p for p in self.trained.parameters() if p.requires_grad]
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.solver.clip_grad_norm or float("inf"))
+        if not self.scaler.is_enabled():  # with AMP, GradScaler skips steps with inf/NaN gradients
+            self._check_grad_norm(float(norm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return float(norm)
 
+    def _check_grad_norm(self, norm: float) -> None:
+        if not math.isfinite(norm):
+            raise NonFiniteLossError(
+                f"iteration {self.iteration}: the gradient norm is {norm} (non-finite) although every loss term "
+                "is finite; the weights were not updated (the last checkpoint is intact). A backward pass made "
+                "NaN/Inf gradients: lower solver.base_lr, check custom layers for 0/0 or overflow")
+
     def train(self, stop_at: int | None = None) -> RunResult:
         """Run to ``solver.max_iter`` (or stop after iteration ``stop_at``, leaving a checkpoint)."""
         solver = self.config.solver
         self.stage_module.train()
         self.trained.train()
-        logger = MetricsLog(self.output_dir / "metrics.csv", self.iteration) if self.dist.is_main else None
+        logger = self._metrics_log()
         bar = self._bar(solver.max_iter, f"train {self.stage}", self.iteration)
         history: list[dict[str, float]] = []
         micro, step_terms, started = 0, {}, time.perf_counter()
@@ -302,8 +326,8 @@ class Trainer:
             if bar is not None:
                 bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.2e}")
                 bar.update(1)
-            if logger is not None and (self.iteration % solver.log_period == 0 or self.iteration == end):
-                logger.write(row)
+            if self.iteration % solver.log_period == 0 or self.iteration == end:
+                self._on_main(lambda row=row: logger.write(row))
             if self.iteration % solver.checkpoint_period == 0 or self.iteration == end:
                 self._checkpoint()
             micro, step_terms, started = 0, {}, time.perf_counter()
@@ -314,12 +338,20 @@ class Trainer:
         model_dir = self._export() if self.iteration >= solver.max_iter else None
         return RunResult(self.iteration, self.output_dir, model_dir, history)
 
+    def _metrics_log(self) -> MetricsLog | None:
+        made: list[MetricsLog] = []
+        self._on_main(lambda: made.append(MetricsLog(self.output_dir / "metrics.csv", self.iteration)))
+        return made[0] if made else None
+
     def _export(self) -> Path | None:
         directory = self.output_dir / "model"
-        if self.dist.is_main:
-            card = dump_config(self.config) + f"trained_stage: {self.stage}\niterations: {self.iteration}\n"
-            save_pretrained(self.model, directory, {"training.yaml": card})
-        distributed.barrier()
+        card = dump_config(self.config) + f"trained_stage: {self.stage}\niterations: {self.iteration}\n"
+
+        def write() -> None:
+            with writing(directory, "model folder"):
+                save_pretrained(self.model, directory, {"training.yaml": card})
+
+        self._on_main(write)
         return directory
 
 
@@ -350,18 +382,28 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=self.fields)
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()))
+        with writing(self.path, "metrics file"):
+            atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()))
 
     def write(self, row: dict) -> None:
-        new = self.fields is None
-        if new:
-            self.fields = list(row.keys())
+        fields = self.fields or list(row.keys())
+        with writing(self.path, "metrics file"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            with self.path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+                if self.fields is None:
+                    writer.writeheader()
+                writer.writerow(row)
+        self.fields = fields
+
+
+def refuse_overwrite(output_dir: Path, resume: bool) -> None:
+    """A new run must not destroy a previous one (its checkpoint, metrics and model)."""
+    path = checkpoint_path(output_dir)
+    if not resume and path.is_file():
+        raise ConfigError(
+            f"output_dir {output_dir} already holds a training run ({path}); pass --resume (resume=True) to "
+            "continue it, or set another output_dir (output_dir=DIR) to start a new run; nothing was changed")
 
 
 def train(config: TrainConfig, stage: str, resume: bool = False, device: str = "auto", progress: bool = True,
