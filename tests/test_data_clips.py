@@ -153,3 +153,15 @@ def test_coco_images_become_rotating_pseudo_videos(tmp_path):
     angles, _ = RotationSchedule().sample(6, np.random.default_rng(0))
     assert list(angles) in (sorted(angles), sorted(angles, reverse=True))
     assert all(-15 <= a <= 15 for a in angles)
+
+
+def test_a_clip_without_objects_has_empty_targets():
+    from dvis.data.clips import assemble_clip
+    from dvis.data.ytvis import FrameInstances
+
+    empty = FrameInstances(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                           np.zeros((0, 8, 10), bool))
+    sample = assemble_clip([np.zeros((8, 10, 3), np.uint8)] * 3, [empty] * 3, {1: 0})
+    assert tuple(sample["masks"].shape) == (3, 0, 8, 10)
+    assert tuple(sample["present"].shape) == (3, 0) and tuple(sample["frame_ids"].shape) == (3, 0)
+    assert sample["classes"].numel() == 0 and tuple(sample["frames"].shape) == (3, 3, 8, 10)

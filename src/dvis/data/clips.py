@@ -100,7 +100,7 @@ def assemble_clip(
             n = column[int(instance_id)]
             masks[t, n] = inst.masks[k]
             classes[n] = category_index[int(inst.category_ids[k])]
-    present = masks.reshape(len(frames), len(ids), -1).any(-1)
+    present = masks.reshape(len(frames), len(ids), height * width).any(-1)  # (T, N); N may be 0
     id_row = np.array(ids, np.int64)
     frame_ids = np.where(present, id_row[None, :], -1)
     images = np.stack([np.ascontiguousarray(f.transpose(2, 0, 1)) for f in frames])
