@@ -188,3 +188,13 @@ def test_bad_arguments_are_input_errors(tmp_path):
         generate(tmp_path / "b", 1, 0, 0)
     with pytest.raises(InputError, match="objects"):
         generate(tmp_path / "c", 1, 3, 0, objects=(4, 2))
+
+
+def test_colour_is_tied_to_class():
+    from dvis.data.synth_shapes import PALETTE, SHAPES, class_colours
+
+    owners = {c: k for k in range(1, len(SHAPES) + 1) for c in class_colours(k)}
+    assert sorted(owners) == list(range(len(PALETTE)))  # every colour belongs to exactly one class
+    for seed in range(20):
+        scene = sample_scene(np.random.default_rng(seed), 128, 128, 12, (2, 6), "heavy")
+        assert all(owners[o.colour] == o.category_id for o in scene.objects)

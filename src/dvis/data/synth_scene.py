@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dvis.data.synth_shapes import PALETTE, SHAPES, TEXTURES
+from dvis.data.synth_shapes import SHAPES, TEXTURES, class_colours
 
 OCCLUSION_LEVELS = ("light", "medium", "heavy")
 
@@ -92,7 +92,8 @@ class SceneSpec:
 
 def _look(rng: np.random.Generator) -> tuple[int, int, str]:
     category_id = int(rng.integers(len(SHAPES))) + 1
-    colour = int(rng.integers(len(PALETTE)))
+    choices = class_colours(category_id)
+    colour = choices[int(rng.integers(len(choices)))]
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
     return category_id, colour, texture
 

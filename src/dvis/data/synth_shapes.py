@@ -90,3 +90,15 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
+
+
+def class_colours(category_id: int) -> tuple[int, ...]:
+    """Palette indices an object of thing class ``category_id`` (1-based) may take.
+
+    Colour is tied to class (palette index i belongs to class i mod 6 + 1; classes 1 and 2 have two
+    colours, the others one), so that a small segmenter trained from scratch on a CPU can learn
+    the classes: with colours independent of class, the synthetic demo segmenter stayed at chance
+    class accuracy (~20 % for 6 classes) after 2 500 iterations. Look-alikes (same class, colour,
+    texture and size) are unaffected, and different objects of one class often share a colour.
+    """
+    return tuple(i for i in range(len(PALETTE)) if i % len(SHAPES) == category_id - 1)
