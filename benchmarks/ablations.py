@@ -358,6 +358,96 @@ def timing_section(meta: dict) -> list[str]:
     return lines + [""]
 
 
+# ------------------------------------------------------------------------------- demo model
+DEMO_DIR = ROOT / "src" / "dvis" / "models" / "synthetic-demo"
+
+
+def install_demo(plan: Plan, segmenter_minutes: float, target: Path = DEMO_DIR) -> Path:
+    """Copy seed 0's offline model (the "dvis" tracker + full refiner, i.e. the plain
+    configs/synthetic/*.yaml recipe) into the package with classes.json and a model card."""
+    import shutil
+
+    from dvis.data.synthetic import THING_CATEGORIES
+    from dvis.evaluation.writers import atomic_write_json
+
+    seed = plan.seeds[0]
+    source = plan.model_dir(REFINERS[0], seed)
+    results = {label: load_eval(plan, name, None if name == "minvis" else seed, label)
+               for name, label in (("minvis", "minvis"), ("dvis", "online"), ("refiner", "offline"))}
+    if not (source / "config.yaml").is_file() or any(r is None for r in results.values()):
+        raise SystemExit(f"seed {seed}'s default chain is not trained and evaluated yet (run `run` first)")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "model.safetensors"):
+        shutil.copyfile(source / name, target / name)
+    shutil.copyfile(source / "training.yaml", target / "training_refiner.yaml")
+    shutil.copyfile(plan.model_dir(TRACKERS[0], seed) / "training.yaml", target / "training_tracker.yaml")
+    shutil.copyfile(plan.segmenter / "training.yaml", target / "training_segmenter.yaml")
+    atomic_write_json(target / "classes.json", [{"id": c["id"], "name": c["name"]} for c in THING_CATEGORIES])
+    walls = load_meta(plan).get("walls", {})
+    minutes = {"segmenter": segmenter_minutes,
+               "tracker": walls.get(f"train/{TRACKERS[0].name}/{seed}", float("nan")) / 60,
+               "refiner": walls.get(f"train/{REFINERS[0].name}/{seed}", float("nan")) / 60}
+    import yaml
+
+    stages = {stage: yaml.safe_load((target / f"training_{stage}.yaml").read_text())
+              for stage in ("segmenter", "tracker", "refiner")}
+    size = (target / "model.safetensors").stat().st_size
+    (target / "README.md").write_text(model_card(plan, results, minutes, size, stages))
+    return target
+
+
+def _data_line(config: dict) -> str:
+    data, synth = config["data"], config["data"]["synthetic"]
+    augmentation = data.get("augmentation")
+    aug = (f"random short side {min(augmentation['short_sides'])}-{max(augmentation['short_sides'])} and flips"
+           if augmentation else "no augmentation")
+    return f"{synth['videos']} videos x {synth['frames']} frames, generation seed {synth['seed']}, {aug}"
+
+
+def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], size: int,
+               stages: dict[str, dict]) -> str:
+    """The shipped model's README: data, configs, training time, held-out metrics."""
+    rows = [("MinVIS (segmenter only)", "minvis"), ("online DVIS (tracker)", "online"),
+            ("offline DVIS (tracker + refiner)", "offline")]
+    table = ["| mode | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
+    for label, key in rows:
+        r = results[key]
+        table.append(f"| {label} | " + " | ".join("n/a" if r[k] is None or r[k] < 0 else f"{100 * r[k]:.1f}"
+                                                    for k in METRICS) + " |")
+    return "\n".join([
+        "# synthetic-demo: DVIS trained on the synthetic occlusion benchmark", "",
+        "A complete offline DVIS model (segmenter, referring tracker, temporal refiner) small enough to",
+        "train on a CPU, shipped so that `make demo` and `--model synthetic-demo` work on a fresh machine.",
+        "It knows only the benchmark's 6 shape classes (`classes.json`); it is a demonstration, not a",
+        "model for real footage.", "",
+        "## Data", "",
+        "`dvis.data.synthetic` (docs/data.md), 128 x 128, heavy occlusion, 2-6 objects per video:",
+        f"- segmenter: {_data_line(stages['segmenter'])};",
+        f"- tracker and refiner: {_data_line(stages['tracker'])} (segmenter outputs cached).", "",
+        "## Training", "",
+        "    dvis train segmenter --config configs/synthetic/segmenter.yaml",
+        "    dvis train tracker   --config configs/synthetic/tracker.yaml",
+        "    dvis train refiner   --config configs/synthetic/refiner.yaml", "",
+        "(the files here were produced by `benchmarks/ablations.py run` / `install-demo`, whose seed-0",
+        "\"dvis\" tracker and full refiner are exactly these configs with `seed=0`; the full training",
+        "configs are `training_*.yaml`). Wall time on the 2-core CPU machine, while other jobs shared it:",
+        ", ".join(f"{stage} {minutes[stage]:.0f} min ({stages[stage]['solver']['max_iter']} iterations)"
+                  for stage in ("segmenter", "tracker", "refiner")) + ".", "",
+        f"Weights: {size / 2**20:.1f} MB float32 safetensors (`model.safetensors`), config in `config.yaml`.", "",
+        "## Metrics", "",
+        f"YouTube-VIS AP/AR (percent) on the held-out split of docs/results.md ({len(_videos(plan))} videos of",
+        "64 frames, heavy occlusion, seed 1000), 10 detections per video:", "",
+        *table, "",
+        "Mean and spread over three training seeds of each stage's variants: docs/results.md.", "",
+    ])
+
+
+def _videos(plan: Plan) -> list:
+    from dvis.data.ytvis import load_json
+
+    return load_json(plan.heldout / "annotations.json")["videos"]
+
+
 # -------------------------------------------------------------------------------------- main
 HELDOUT_SEED = 1000
 
@@ -401,7 +491,7 @@ def load_meta(plan: Plan) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "report"):
+    for name in ("run", "report", "install-demo"):
         p = sub.add_parser(name)
         p.add_argument("--work", default=str(ROOT / "runs" / "ablations"))
         p.add_argument("--segmenter", default=str(ROOT / "runs" / "synthetic" / "segmenter" / "model"))
@@ -414,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--variants", nargs="+", help="train and evaluate only these (default: all)")
     run_parser.add_argument("--override", action="append", metavar="KEY=VALUE",
                             help="a training-config override for every run (e.g. solver.max_iter=10)")
+    sub.choices["install-demo"].add_argument("--segmenter-minutes", type=float, required=True,
+                                             help="wall time of the segmenter stage (for the model card)")
     ev = sub.add_parser("evaluate", help="(internal) evaluate one model in one mode")
     for name in ("--model", "--mode", "--annotations", "--out"):
         ev.add_argument(name, required=True)
@@ -424,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.model, args.mode, args.clip_len, args.annotations, args.out)
         return 0
     plan = make_plan(args)
+    if args.command == "install-demo":
+        print(f"installed {install_demo(plan, args.segmenter_minutes)}")
+        return 0
     meta = load_meta(plan)
     if args.command == "run":
         if not (plan.segmenter / "config.yaml").is_file():

@@ -97,3 +97,22 @@ def test_report_tables_and_verdicts_follow_the_numbers(tmp_path):
     assert "beats standard cross-attention (Table 7): **holds** (AP +32.0" in text
     assert "matched queries beat zero as initial value (Table 6): not measured yet." in text
     assert "1 objects" not in text and "1 heavy" in text and "64 frames" in text
+
+
+def test_model_card_states_data_iterations_time_and_metrics(tmp_path):
+    plan = plan_at(tmp_path)
+    plan.heldout.mkdir(parents=True)
+    (plan.heldout / "annotations.json").write_text(json.dumps({"videos": [{"id": 1}, {"id": 2}], "annotations": []}))
+    results = {"minvis": {k: 0.1 for k in ablations.METRICS}, "online": {k: 0.2 for k in ablations.METRICS},
+               "offline": {**{k: 0.3 for k in ablations.METRICS}, "AP_light": None}}
+    stage = {"data": {"synthetic": {"videos": 200, "frames": 24, "seed": 0}, "augmentation": None},
+             "solver": {"max_iter": 2000}}
+    segmenter = {"data": {"synthetic": {"videos": 800, "frames": 16, "seed": 1},
+                          "augmentation": {"short_sides": [96, 160, 128]}}, "solver": {"max_iter": 4000}}
+    card = ablations.model_card(plan, results, {"segmenter": 25.2, "tracker": 6.0, "refiner": 11.4}, 7 * 2**20,
+                                {"segmenter": segmenter, "tracker": stage, "refiner": stage})
+    assert "800 videos x 16 frames, generation seed 1, random short side 96-160 and flips" in card
+    assert "200 videos x 24 frames, generation seed 0, no augmentation" in card
+    assert "segmenter 25 min (4000 iterations), tracker 6 min (2000 iterations)" in card
+    assert "| online DVIS (tracker) | 20.0 |" in card and "| offline DVIS (tracker + refiner) | 30.0 |" in card
+    assert "| n/a |" in card and "7.0 MB" in card and "2 videos" in card
