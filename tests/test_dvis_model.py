@@ -120,6 +120,19 @@ def test_bad_inputs_are_refused_with_the_shape(model, frames):
         model([])
 
 
+def test_non_finite_or_non_pixel_videos_are_refused_naming_the_frame(model, frames):
+    as_float = frames.float()
+    assert torch.equal(model([as_float])[0].masks, model([frames])[0].masks)  # float 0..255 is accepted
+    as_float[2, 1, 5, 7] = float("nan")
+    with pytest.raises(InputError, match="video 0: frame 2 has NaN or infinite pixel values"):
+        model([as_float])
+    as_float[2, 1, 5, 7] = float("inf")
+    with pytest.raises(InputError, match="frame 2 has NaN or infinite"):
+        model([frames, as_float])
+    with pytest.raises(InputError, match="video 0 must be uint8 .* got dtype torch.int64"):
+        model([frames.long()])
+
+
 def online_model(golden) -> DVIS:
     config = dvis_config_from_official(golden["config"]["values"], meta_architecture="DVIS_online")
     return DVIS(config).eval()

@@ -213,6 +213,7 @@ class DVIS(nn.Module):
                 raise InputError(f"video {index} must be a (T, 3, H, W) uint8 RGB tensor, got {shape}")
             if video.shape[0] == 0:
                 raise InputError(f"video {index} has no frames")
+            check_pixel_values(video, index)
             lengths.add(video.shape[0])
         if len(lengths) > 1:
             raise InputError(f"videos in one batch must have the same number of frames, got {sorted(lengths)}")
@@ -246,6 +247,18 @@ class DVIS(nn.Module):
             config.object_mask_threshold,
             config.overlap_threshold,
         )
+
+
+def check_pixel_values(video: Tensor, index: int) -> None:
+    """uint8 frames, or float frames in 0..255 without NaN/Inf (InputError naming the frame)."""
+    if video.dtype == torch.uint8:
+        return
+    if not video.is_floating_point():
+        raise InputError(f"video {index} must be uint8 (or float 0..255) RGB, got dtype {video.dtype}")
+    finite = torch.isfinite(video).flatten(1).all(1)  # (T,)
+    if not bool(finite.all()):
+        frame = int((~finite).nonzero()[0])
+        raise InputError(f"video {index}: frame {frame} has NaN or infinite pixel values")
 
 
 def combine_with_online(refined_probs: Tensor, online_probs: Tensor) -> Tensor:
