@@ -26,9 +26,12 @@ NO_PARTIAL = "no partial result"
 COMPUTED_OPTIONS = ("mode", "task", "clip_len", "spill_dtype", "frames_root")
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()  # (hashlib.file_digest needs Python 3.11; the package supports 3.10)
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run_fingerprint(options, ref: ModelRef) -> dict:
