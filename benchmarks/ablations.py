@@ -81,6 +81,11 @@ class Plan:
     seeds: list[int]
     overrides: tuple[str, ...] = ()  # applied to every training run (after the variant's)
     variants: frozenset[str] | None = None  # None: all
+    results: Path | None = None  # evaluations + meta.json (None: under work); committed, see RESULTS
+
+    @property
+    def results_dir(self) -> Path:
+        return self.results if self.results is not None else self.work / "eval"
 
     def run_dir(self, variant: Variant, seed: int) -> Path:
         return self.work / f"seed{seed}" / variant.name
@@ -89,7 +94,7 @@ class Plan:
         return self.run_dir(variant, seed) / "model"
 
     def eval_file(self, name: str, seed: int | None, label: str) -> Path:
-        return self.work / "eval" / f"{name}{'' if seed is None else f'-seed{seed}'}-{label}.json"
+        return self.results_dir / f"{name}{'' if seed is None else f'-seed{seed}'}-{label}.json"
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -111,12 +116,19 @@ def eval_job(plan: Plan, model: Path, name: str, seed: int | None, label: str, m
     return Job(f"eval/{out.stem}", command, out, needs)
 
 
+# The order jobs start in: the default chain first (the demo model and Tables 5 / II), then the
+# variants one at a time with all their seeds, the paper's strongest claims first, so that an
+# interrupted or time-limited run leaves complete rows (every seed) rather than single-seed ones.
+PRIORITY = ("dvis", "refiner", "standard-ca", "no-long-term", "init-zero", "no-short-term", "init-previous",
+            "no-cross-attention", "init-unmatched", "release-matching")
+
+
 def build_jobs(plan: Plan) -> list[Job]:
     jobs = [eval_job(plan, plan.segmenter, "minvis", None, "minvis", "minvis", 0, [])]
-    wanted = [v for v in (TRACKERS[0], REFINERS[0], *TRACKERS[1:], *REFINERS[1:])
-              if plan.variants is None or v.name in plan.variants]
-    for seed in plan.seeds:  # the default chain first: its results are the demo model's
-        for variant in wanted:
+    by_name = {v.name: v for v in (*TRACKERS, *REFINERS)}
+    wanted = [by_name[name] for name in PRIORITY if plan.variants is None or name in plan.variants]
+    for variant in wanted:
+        for seed in plan.seeds:
             jobs.append(train_job(plan, variant, seed))
             trained = [jobs[-1].key]
             model = plan.model_dir(variant, seed)
@@ -131,17 +143,43 @@ def build_jobs(plan: Plan) -> list[Job]:
 
 
 # --------------------------------------------------------------------------------- scheduling
-def run_jobs(jobs: list[Job], parallel: int, log_dir: Path) -> dict[str, float]:
-    """Run the unfinished jobs, ``parallel`` at a time, in list order as their needs finish."""
+def still_needed(jobs: list[Job], finished: set[str]) -> list[Job]:
+    """The unfinished jobs that something still waits for: every unfinished job with no
+    dependents (an evaluation), and the jobs those need. A training whose evaluations are all
+    recorded (e.g. in an earlier session whose models are gone) is not rerun."""
+    dependents: dict[str, list[str]] = {}
+    for job in jobs:
+        for need in job.needs:
+            dependents.setdefault(need, []).append(job.key)
+    needed: set[str] = set()
+    for job in reversed(jobs):  # a job comes after the jobs it needs
+        if job.key not in finished and (job.key not in dependents or any(d in needed for d in dependents[job.key])):
+            needed.add(job.key)
+    return [job for job in jobs if job.key in needed]
+
+
+def run_jobs(jobs: list[Job], parallel: int, log_dir: Path, budget_s: float | None = None,
+             on_done=None) -> dict[str, float]:
+    """Run the unfinished jobs, ``parallel`` at a time, in list order as their needs finish.
+
+    No job starts once ``budget_s`` seconds have passed (running ones finish); ``on_done(key,
+    seconds)`` is called as each job succeeds."""
+    begun = time.perf_counter()
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     finished = {job.key for job in jobs if job.done.is_file()}
-    pending = [job for job in jobs if job.key not in finished]
+    pending = still_needed(jobs, finished)
     running: dict[str, tuple[subprocess.Popen, float, Job]] = {}
     walls: dict[str, float] = {}
     print(f"{len(finished)} of {len(jobs)} jobs already done; {len(pending)} to run, {parallel} at a time", flush=True)
     while pending or running:
-        for job in [j for j in pending if all(n in finished for n in j.needs)][: parallel - len(running)]:
+        out_of_time = budget_s is not None and time.perf_counter() - begun > budget_s
+        if out_of_time and not running:
+            print(f"time budget of {budget_s / 60:.0f} min spent; {len(pending)} jobs not started "
+                  "(run the same command again to continue)", flush=True)
+            break
+        ready = [] if out_of_time else [j for j in pending if all(n in finished for n in j.needs)]
+        for job in ready[: parallel - len(running)]:
             pending.remove(job)
             with open(log_dir / f"{job.key.replace('/', '_')}.log", "w") as log:  # the child keeps its copy
                 process = subprocess.Popen(job.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -161,6 +199,8 @@ def run_jobs(jobs: list[Job], parallel: int, log_dir: Path) -> dict[str, float]:
                 continue
             finished.add(key)
             print(f"done   {key} in {walls[key] / 60:.1f} min", flush=True)
+            if on_done is not None:
+                on_done(key, walls[key])
     return walls
 
 
@@ -450,6 +490,7 @@ def _videos(plan: Plan) -> list:
 
 # -------------------------------------------------------------------------------------- main
 HELDOUT_SEED = 1000
+RESULTS = ROOT / "benchmarks" / "results" / "ablations"
 
 
 def make_plan(args) -> Plan:
@@ -460,8 +501,41 @@ def make_plan(args) -> Plan:
         raise SystemExit(f"unknown variant(s) {sorted(set(variants) - known)}; known: {sorted(known)}")
     if variants and set(variants) & {v.name for v in REFINERS} and "dvis" not in variants:
         raise SystemExit("refiner variants train on the 'dvis' tracker: add dvis to --variants")
-    return Plan(work, Path(args.segmenter).resolve(), work / "heldout", list(args.seeds),
-                tuple(getattr(args, "override", None) or ()), frozenset(variants) if variants else None)
+    segmenter = Path(args.segmenter).resolve()
+    if args.command == "run" and (segmenter / "config.yaml").is_file():
+        segmenter = segmenter_folder(segmenter, work)
+    return Plan(work, segmenter, work / "heldout", list(args.seeds),
+                tuple(getattr(args, "override", None) or ()), frozenset(variants) if variants else None,
+                Path(args.results).resolve())
+
+
+def segmenter_folder(model_dir: Path, work: Path) -> Path:
+    """``model_dir`` if it is a segmenter-stage folder; for a complete model (such as the shipped
+    ``synthetic-demo``) a segmenter-only copy under ``work``, so that a later session reuses the
+    shipped segmenter instead of training it again (a tracker stage initialised from a complete
+    model would start from its trained tracker)."""
+    import dataclasses
+    import shutil
+
+    from dvis.modeling.dvis import DVIS
+    from dvis.modeling.io import load_config, load_pretrained, save_pretrained
+
+    config = load_config(model_dir / "config.yaml")
+    if config.tracker is None and config.refiner is None:
+        return model_dir
+    target = work / "segmenter"
+    if not (target / "config.yaml").is_file():
+        full = load_pretrained(model_dir)
+        config = dataclasses.replace(config, tracker=None, refiner=None,
+                                     inference=dataclasses.replace(config.inference, mode="minvis"))
+        alone = DVIS(config)
+        alone.segmenter.load_state_dict(full.segmenter.state_dict())
+        card = model_dir / "training_segmenter.yaml"
+        if card.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(card, target / "training.yaml")
+        save_pretrained(alone, target)
+    return target
 
 
 def ensure_heldout(plan: Plan, videos: int, frames: int) -> None:
@@ -484,7 +558,7 @@ def prime_cache(plan: Plan) -> None:
 
 def load_meta(plan: Plan) -> dict:
     """``meta.json``: the run command, wall time per job (s), total wall time, parallel jobs."""
-    path = plan.work / "meta.json"
+    path = plan.results_dir / "meta.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -497,11 +571,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--segmenter", default=str(ROOT / "runs" / "synthetic" / "segmenter" / "model"))
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
+        p.add_argument("--results", default=str(RESULTS),
+                       help="evaluation JSONs and meta.json (kept in the repository; the models stay under --work)")
     run_parser = sub.choices["run"]
     run_parser.add_argument("--jobs", type=int, default=2)
     run_parser.add_argument("--videos", type=int, default=30, help="held-out videos")
     run_parser.add_argument("--frames", type=int, default=64, help="frames per held-out video (>= 60)")
     run_parser.add_argument("--variants", nargs="+", help="train and evaluate only these (default: all)")
+    run_parser.add_argument("--budget-minutes", type=float,
+                            help="start no job after this many minutes (running ones finish; rerun to continue)")
     run_parser.add_argument("--override", action="append", metavar="KEY=VALUE",
                             help="a training-config override for every run (e.g. solver.max_iter=10)")
     sub.choices["install-demo"].add_argument("--segmenter-minutes", type=float, required=True,
@@ -524,20 +602,28 @@ def main(argv: list[str] | None = None) -> int:
         if not (plan.segmenter / "config.yaml").is_file():
             raise SystemExit(f"no trained segmenter at {plan.segmenter}: run `dvis train segmenter --config "
                              "configs/synthetic/segmenter.yaml` first")
-        started = time.perf_counter()
-        ensure_heldout(plan, args.videos, args.frames)
-        prime_cache(plan)
-        walls = run_jobs(build_jobs(plan), args.jobs, plan.work / "logs")
         from dvis.evaluation.writers import atomic_write_json
 
+        started = time.perf_counter()
         extra = "".join(f" --override {o}" for o in plan.overrides)
         if plan.variants:
             extra += f" --variants {' '.join(sorted(plan.variants))}"
+        total_before = meta.get("total", 0.0)
         meta = {"command": f"python benchmarks/ablations.py run --seeds {' '.join(map(str, plan.seeds))} "
                            f"--jobs {args.jobs} --videos {args.videos} --frames {args.frames}{extra}",
-                "walls": {**meta.get("walls", {}), **walls}, "jobs": args.jobs,
-                "total": meta.get("total", 0.0) + time.perf_counter() - started}
-        atomic_write_json(plan.work / "meta.json", meta)
+                "walls": dict(meta.get("walls", {})), "jobs": args.jobs, "total": total_before}
+
+        def record(key: str | None = None, seconds: float = 0.0) -> None:  # after every job: a kill loses nothing
+            if key is not None:
+                meta["walls"][key] = seconds
+            meta["total"] = total_before + time.perf_counter() - started
+            atomic_write_json(plan.results_dir / "meta.json", meta)
+
+        ensure_heldout(plan, args.videos, args.frames)
+        prime_cache(plan)
+        budget = None if args.budget_minutes is None else 60 * args.budget_minutes - (time.perf_counter() - started)
+        run_jobs(build_jobs(plan), args.jobs, plan.work / "logs", budget, record)
+        record()
     text = report(plan, meta)
     Path(args.output).write_text(text)
     print(text)

@@ -15,7 +15,7 @@ import ablations  # noqa: E402
 from test_train_common import one_thread, tiny_head, tiny_segmenter  # noqa: E402, F401
 
 from dvis.modeling.dvis import DVIS  # noqa: E402
-from dvis.modeling.io import config_from_dict, save_pretrained  # noqa: E402
+from dvis.modeling.io import config_from_dict, load_pretrained, save_pretrained  # noqa: E402
 
 
 def plan_at(tmp_path: Path, seeds=(0, 1, 2)) -> ablations.Plan:
@@ -44,6 +44,61 @@ def test_jobs_chain_each_refiner_on_its_seeds_tracker(tmp_path):
     assert all(job.needs and job.needs[0] in jobs for job in evals if "minvis" not in job.key)
     semi = [job for job in evals if "semi-online" in job.command]
     assert len(semi) == 3 * len(ablations.SEMI_ONLINE_CLIPS)
+
+
+def test_jobs_start_with_the_default_chain_and_keep_each_variants_seeds_together(tmp_path):
+    plan = plan_at(tmp_path)
+    trainings = [job.key for job in ablations.build_jobs(plan) if job.key.startswith("train/")]
+    assert sorted(ablations.PRIORITY) == sorted(v.name for v in (*ablations.TRACKERS, *ablations.REFINERS))
+    assert trainings[:6] == [f"train/{name}/{seed}" for name in ("dvis", "refiner") for seed in (0, 1, 2)]
+    names = [key.split("/")[1] for key in trainings]
+    assert names == [name for name in ablations.PRIORITY for _ in range(3)]
+
+
+def _touch_job(tmp_path: Path, key: str, needs=()) -> ablations.Job:
+    done = tmp_path / f"{key.replace('/', '_')}.done"
+    command = [sys.executable, "-c", f"open({str(done)!r}, 'w').close()"]
+    return ablations.Job(key, command, done, list(needs))
+
+
+def test_run_jobs_follows_needs_reports_each_job_and_stops_at_the_budget(tmp_path):
+    jobs = [_touch_job(tmp_path, "a"), _touch_job(tmp_path, "b", ["a"]), _touch_job(tmp_path, "c", ["b"])]
+    recorded = []
+    walls = ablations.run_jobs(jobs[:2], 2, tmp_path / "logs", on_done=lambda key, s: recorded.append(key))
+    assert recorded == ["a", "b"] and set(walls) == {"a", "b"} and all(job.done.is_file() for job in jobs[:2])
+    assert ablations.run_jobs(jobs, 2, tmp_path / "logs", budget_s=0.0) == {}  # a, b done; c not started
+    assert not jobs[2].done.exists()
+    failing = ablations.Job("x", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "x.done")
+    with pytest.raises(SystemExit, match="a job they need failed: y"):
+        ablations.run_jobs([failing, _touch_job(tmp_path, "y", ["x"])], 1, tmp_path / "logs")
+
+
+def test_a_training_whose_evaluations_are_all_recorded_is_not_rerun(tmp_path):
+    train = _touch_job(tmp_path, "train/dvis/0")
+    online, refine = _touch_job(tmp_path, "eval/online", [train.key]), _touch_job(tmp_path, "train/refiner/0", [train.key])
+    offline = _touch_job(tmp_path, "eval/offline", [refine.key])
+    jobs = [train, online, refine, offline]
+    keys = lambda finished: [job.key for job in ablations.still_needed(jobs, set(finished))]  # noqa: E731
+    assert keys([]) == [job.key for job in jobs]
+    assert keys(["eval/online", "eval/offline"]) == []  # models gone, results kept: nothing to do
+    assert keys(["eval/online"]) == ["train/dvis/0", "train/refiner/0", "eval/offline"]
+    assert keys(["eval/offline"]) == ["train/dvis/0", "eval/online"]
+    assert keys(["train/dvis/0", "eval/offline"]) == ["eval/online"]
+
+
+def test_a_complete_model_gives_its_segmenter_alone(tmp_path):
+    torch.manual_seed(0)
+    sections = {"segmenter": tiny_segmenter(), "tracker": tiny_head(), "refiner": tiny_head(),
+                "inference": {"max_num": 3, "min_size_test": 64}}
+    full = DVIS(config_from_dict(sections))
+    folder = save_pretrained(full, tmp_path / "full", {"training_segmenter.yaml": "stage: segmenter\n"})
+    alone = ablations.segmenter_folder(folder, tmp_path / "work")
+    assert alone == tmp_path / "work" / "segmenter" and (alone / "training.yaml").read_text() == "stage: segmenter\n"
+    loaded = load_pretrained(alone)
+    assert loaded.tracker is None and loaded.refiner is None and loaded.config.inference.mode == "minvis"
+    for name, tensor in full.segmenter.state_dict().items():
+        assert torch.equal(loaded.segmenter.state_dict()[name], tensor), name
+    assert ablations.segmenter_folder(alone, tmp_path / "elsewhere") == alone  # already a segmenter
 
 
 def test_evaluate_runs_a_model_over_the_split_and_writes_the_metrics(tmp_path):
