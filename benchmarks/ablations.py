@@ -478,7 +478,7 @@ def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], 
         f"YouTube-VIS AP/AR (percent) on the held-out split of docs/results.md ({len(_videos(plan))} videos of",
         "64 frames, heavy occlusion, seed 1000), 10 detections per video:", "",
         *table, "",
-        "Mean and spread over three training seeds of each stage's variants: docs/results.md.", "",
+        "The same recipe over several training seeds, and the ablations: docs/results.md.", "",
     ])
 
 
