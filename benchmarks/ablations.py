@@ -171,7 +171,9 @@ def run_jobs(jobs: list[Job], parallel: int, log_dir: Path, budget_s: float | No
     pending = still_needed(jobs, finished)
     running: dict[str, tuple[subprocess.Popen, float, Job]] = {}
     walls: dict[str, float] = {}
-    print(f"{len(finished)} of {len(jobs)} jobs already done; {len(pending)} to run, {parallel} at a time", flush=True)
+    skipped = len(jobs) - len(finished) - len(pending)
+    print(f"{len(finished)} of {len(jobs)} jobs already done, {skipped} not needed (their evaluations are "
+          f"recorded); {len(pending)} to run, {parallel} at a time", flush=True)
     while pending or running:
         out_of_time = budget_s is not None and time.perf_counter() - begun > budget_s
         if out_of_time and not running:

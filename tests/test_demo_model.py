@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from test_train_common import one_thread  # noqa: F401  (autouse: one intra-op thread, restored after)
 
 from dvis.data.synthetic import THING_CATEGORIES, generate
 from dvis.data.ytvis import YTVISDataset
@@ -54,7 +54,6 @@ def light_video(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_the_demo_model_loads_by_name_and_finds_the_objects(light_video, mode):
-    torch.set_num_threads(1)
     predictor = VideoPredictor.from_pretrained("synthetic-demo", device="cpu", mode=mode)
     video = YTVISDataset(light_video, light_video.parent / "JPEGImages")[0]
     instances = predictor(np.stack(list(video.frames())))
