@@ -114,8 +114,9 @@ def test_no_object_weight_is_0_1_in_the_class_term():
     assert math.isclose(terms["loss_cross_entropy"].item(), expected.item(), rel_tol=1e-6)
 
 
-def test_refiner_mask_terms_sum_over_frames_tracker_terms_average():
-    """Video-level (refiner) mask loss is normalised per object, per-frame (tracker) per (frame, object)."""
+def test_refiner_mask_terms_are_one_mean_per_tube_tracker_terms_per_frame():
+    """Refiner: one BCE mean per object over its (T*h, w) tube, normalised by the number of objects
+    (not summed over frames); tracker: per (frame, object) pair."""
     torch.manual_seed(0)
     loss = DVISLoss(1, LossConfig(num_points=64, importance_sample_ratio=0.0))
     frames = 3
@@ -124,8 +125,13 @@ def test_refiner_mask_terms_sum_over_frames_tracker_terms_average():
     match = [(torch.tensor([0]), torch.tensor([0]))]
     video = loss.frame_major_terms(torch.zeros(1, 1, 2), masks, [target], match, video_class=True)
     frame = loss.frame_major_terms(torch.zeros(1, frames, 1, 2), masks, [target], match, video_class=False)
-    assert math.isclose(video["loss_mask"].item(), frames * math.log(2), rel_tol=1e-5)
+    assert math.isclose(video["loss_mask"].item(), math.log(2), rel_tol=1e-5)
     assert math.isclose(frame["loss_mask"].item(), math.log(2), rel_tol=1e-5)
+    # the tube: a query right on frame 0 only and wrong on the others has a loss between the two
+    half = torch.full((1, frames, 1, 4, 4), -BIG)
+    half[0, 0] = BIG
+    tube = loss.frame_major_terms(torch.zeros(1, 1, 2), half, [target], match, video_class=True)
+    assert 0.3 * BIG < tube["loss_mask"].item() < 0.9 * BIG  # about 2/3 of the points wrong by BIG
 
 
 def test_deep_supervision_and_guided_matching():

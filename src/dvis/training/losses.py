@@ -12,8 +12,10 @@ i's carry ``_i``).
   targets are all objects of the clip (an absent object has an empty mask), and one
   first-appearance matching per clip applies to every frame. Normalised by the number of
   (frame, object) pairs.
-* Refiner stage: one video-level class per object; mask terms over every (object, frame) pair,
-  normalised by the number of objects (so summed over frames), as the release.
+* Refiner stage: one video-level class per object. As the release, each clip's masks are laid
+  out as one tall image (T*h, w) (targets (T*H, W)) and ``num_points * T`` points are sampled
+  over the whole tube (importance sampling across it): one BCE mean and one dice per object and
+  clip, normalised by the number of objects.
 
 The object count used for normalisation is averaged over processes when torch.distributed is
 initialised (as the release), so every replica optimises the same objective.
@@ -27,7 +29,12 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerLoss,
+    dice_loss,
+    sample_point,
+    sigmoid_cross_entropy_loss,
+)
 
 from dvis.training.config import LossConfig
 from dvis.training.matchers import Match, MatchCosts
@@ -50,6 +57,16 @@ class ClipTargets:
     @property
     def num_frames(self) -> int:
         return self.masks.shape[0]
+
+    def tube_masks(self) -> Tensor:
+        """The clip's masks as one tall image per object: (N, T*H, W)."""
+        return tall_image(self.masks.transpose(0, 1))
+
+
+def tall_image(masks: Tensor) -> Tensor:
+    """(..., T, h, w) -> (..., T*h, w): a clip's frames stacked top to bottom (the release's
+    ``(t h) w`` layout for video-level matching and losses)."""
+    return masks.flatten(-3, -2)
 
 
 class DVISLoss(Mask2FormerLoss):
@@ -104,25 +121,47 @@ class DVISLoss(Mask2FormerLoss):
     # -------------------------------------------------------------------------- video stages
     def frame_major_terms(self, logits: Tensor, masks: Tensor, targets: list[ClipTargets], matches: list[Match],
                           video_class: bool) -> dict[str, Tensor]:
-        """Losses of one block with fixed matches.
+        """Losses of one block with fixed matches (one match per clip).
 
         logits (B, T, Q, K+1) per-frame or (B, Q, K+1) video-level (``video_class``); masks
-        (B, T, Q, h, w); one match per clip, applied to every frame.
+        (B, T, Q, h, w). Per-frame (tracker): the match applies to every frame, mask terms per
+        (frame, object) pair. Video-level (refiner): mask terms per object on its (T*h, w) tube.
         """
+        if video_class:
+            terms = self.tube_mask_terms(masks, targets, matches)
+            terms.update(self.loss_labels(logits.float(), [c.classes for c in targets], matches))
+            return terms
         frames = masks.shape[1]
         frame_masks = masks.flatten(0, 1).float()  # (B*T, Q, h, w)
         mask_labels = [clip.masks[t] for clip in targets for t in range(frames)]  # (N, H, W) each
         frame_matches = [match for match in matches for _ in range(frames)]
-        objects = sum(len(clip.classes) for clip in targets)
-        count = objects if video_class else objects * frames
-        num_masks = self.average_count(count, masks.device)
+        num_masks = self.average_count(sum(len(clip.classes) for clip in targets) * frames, masks.device)
         terms = self._mask_terms(frame_masks, mask_labels, frame_matches, num_masks)
-        if video_class:
-            terms.update(self.loss_labels(logits.float(), [c.classes for c in targets], matches))
-        else:
-            classes = [clip.classes for clip in targets for _ in range(frames)]
-            terms.update(self.loss_labels(logits.flatten(0, 1).float(), classes, frame_matches))
+        classes = [clip.classes for clip in targets for _ in range(frames)]
+        terms.update(self.loss_labels(logits.flatten(0, 1).float(), classes, frame_matches))
         return terms
+
+    def tube_mask_terms(self, masks: Tensor, targets: list[ClipTargets], matches: list[Match]) -> dict[str, Tensor]:
+        """BCE and dice of matched (query, object) tubes, ``num_points * T`` points per tube.
+
+        masks (B, T, Q, h, w) logits; each target's masks (T, N, H, W). Normalised by the number of
+        objects of the batch (averaged over processes).
+        """
+        frames = masks.shape[1]
+        num_masks = self.average_count(sum(len(clip.classes) for clip in targets), masks.device)
+        if sum(len(src) for src, _ in matches) == 0:  # nothing to supervise: keep the graph, zero loss
+            zero = masks.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero}
+        tubes = tall_image(masks.transpose(1, 2)).float()  # (B, Q, T*h, w)
+        pred = torch.cat([tubes[b, src] for b, (src, _) in enumerate(matches)])[:, None]  # (M, 1, T*h, w)
+        labels = torch.cat([clip.tube_masks()[tgt] for clip, (_, tgt) in zip(targets, matches)])[:, None]
+        with torch.no_grad():
+            coords = self.sample_points_using_uncertainty(pred, self.calculate_uncertainty, self.num_points * frames,
+                                                          self.oversample_ratio, self.importance_sample_ratio)
+            point_labels = sample_point(labels.to(pred), coords, align_corners=False).squeeze(1)
+        point_logits = sample_point(pred, coords, align_corners=False).squeeze(1)
+        return {"loss_mask": sigmoid_cross_entropy_loss(point_logits, point_labels, num_masks),
+                "loss_dice": dice_loss(point_logits, point_labels, num_masks)}
 
     def _mask_terms(self, masks: Tensor, mask_labels: list[Tensor], matches: list[Match],
                     num_masks: Tensor) -> dict[str, Tensor]:

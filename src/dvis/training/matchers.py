@@ -4,16 +4,17 @@
   :class:`dvis.training.losses.DVISLoss`);
 * first appearance (tracker, the release's ``VideoHungarianMatcher_Consistent``):
   :func:`match_first_appearance`;
-* video-level mask tubes (refiner, the release's ``VideoHungarianMatcher``): :func:`match_tubes`.
+* video-level mask tubes (refiner, the release's ``VideoHungarianMatcher`` on the clip laid out as
+  one tall (T*h, w) image): :func:`match_tubes`.
 
 Cost = ``class_weight * (-p[class]) + mask_weight * BCE + dice_weight * dice`` on ``num_points``
-random points shared by all masks (for tubes: the same points in every frame, costs over
-T x points). The pairwise BCE/dice are transformers' functions; the assignment is scipy's.
+random points shared by all masks (for tubes: ``num_points * T`` points over the tall image, as
+the release). The pairwise BCE/dice are transformers' functions; the assignment is scipy's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -74,15 +75,18 @@ def _empty() -> Match:
 @torch.no_grad()
 def match_tubes(logits: Tensor, pred_masks: Tensor, target_classes: Tensor, target_masks: Tensor,
                 costs: MatchCosts) -> Match:
-    """Video-level matching of one clip.
+    """Video-level matching of one clip on its tall (T*h, w) image, ``num_points * T`` points.
 
     logits (Q, K+1) video class logits; pred_masks (T, Q, h, w); target_classes (N,);
     target_masks (T, N, H, W). Returns (queries, objects), min(Q, N) pairs.
     """
     if target_classes.numel() == 0:
         return _empty()
-    cost = pairwise_cost(logits.float().softmax(-1), pred_masks.transpose(0, 1), target_classes,
-                         target_masks.transpose(0, 1), costs)
+    frames = pred_masks.shape[0]
+    tall_pred = pred_masks.transpose(0, 1).flatten(1, 2)[:, None]  # (Q, 1, T*h, w)
+    tall_target = target_masks.transpose(0, 1).flatten(1, 2)[:, None]  # (N, 1, T*H, W)
+    cost = pairwise_cost(logits.float().softmax(-1), tall_pred, target_classes, tall_target,
+                         replace(costs, num_points=costs.num_points * frames))
     return _assign(cost)
 
 
