@@ -208,7 +208,12 @@ def run_jobs(jobs: list[Job], parallel: int, log_dir: Path, budget_s: float | No
 
 # --------------------------------------------------------------------------------- evaluation
 def evaluate(model_dir: str, mode: str, clip_len: int, annotations: str, out: str) -> dict:
-    """Run one model in one mode over the held-out split; write the YouTube-VIS metrics to ``out``."""
+    """Run one model in one mode over the held-out split; write the YouTube-VIS metrics to ``out``.
+
+    Besides the model's modes: ``oracle`` (the segmenter's per-frame masks with oracle
+    association) and ``per-frame`` (the segmenter's per-frame mask AP, every frame a video); see
+    :mod:`dvis.evaluation.oracle`.
+    """
     import numpy as np
     import torch
 
@@ -216,28 +221,49 @@ def evaluate(model_dir: str, mode: str, clip_len: int, annotations: str, out: st
     from dvis.evaluation.writers import atomic_write_json
     from dvis.evaluation.ytvis import evaluate_tracks
     from dvis.evaluation.ytvis_data import load_ground_truth, parse_results
-    from dvis.inference.predictor import VideoPredictor
     from dvis.modeling.io import load_pretrained
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.perf_counter()
-    overrides = {"mode": mode, **({"clip_len": clip_len} if mode == "semi-online" else {})}
-    predictor = VideoPredictor(load_pretrained(model_dir), **overrides)
     dataset = YTVISDataset(annotations, Path(annotations).parent / "JPEGImages")
     gt = load_ground_truth(annotations)
-    category_ids = gt.category_ids
-    entries, frames = [], 0
-    for index in range(len(dataset)):
-        video = dataset[index]
-        instances = predictor(np.stack(list(video.frames())))
-        entries += instances.to_ytvis(video.video_id, category_ids)
-        frames += video.length
-    metrics = evaluate_tracks(gt, parse_results(entries, gt))
+    model = load_pretrained(model_dir).eval()
+    videos = (dataset[index] for index in range(len(dataset)))
+    if mode in ("oracle", "per-frame"):
+        metrics, frames = _segmenter_bounds(model, videos, gt, mode)
+    else:
+        from dvis.inference.predictor import VideoPredictor
+
+        overrides = {"mode": mode, **({"clip_len": clip_len} if mode == "semi-online" else {})}
+        predictor = VideoPredictor(model, **overrides)
+        entries, frames = [], 0
+        for video in videos:
+            instances = predictor(np.stack(list(video.frames())))
+            entries += instances.to_ytvis(video.video_id, gt.category_ids)
+            frames += video.length
+        metrics = evaluate_tracks(gt, parse_results(entries, gt))
     result = {key: metrics[key] for key in METRICS}
     result.update(model=str(model_dir), mode=mode, clip_len=clip_len, frames=frames,
                   seconds=time.perf_counter() - started)
     atomic_write_json(Path(out), result)
     return result
+
+
+def _segmenter_bounds(model, videos, gt, mode: str) -> tuple[dict, int]:
+    import numpy as np
+
+    from dvis.evaluation.oracle import oracle_tracks, per_frame_split, segmenter_outputs
+    from dvis.evaluation.ytvis import evaluate_tracks
+
+    outputs, frames = {}, 0
+    for video in videos:
+        outputs[video.video_id] = segmenter_outputs(model, np.stack(list(video.frames())))
+        frames += video.length
+    if mode == "oracle":
+        tracks = [t for video_id, out in outputs.items() for t in oracle_tracks(out, gt, video_id)]
+        return evaluate_tracks(gt, tracks), frames
+    frame_gt, dets = per_frame_split(gt, outputs)
+    return evaluate_tracks(frame_gt, dets), frames
 
 
 # ------------------------------------------------------------------------------------ report

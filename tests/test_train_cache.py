@@ -79,17 +79,17 @@ def test_non_finite_loss_names_the_iteration_and_term(tmp_path, synthetic_root, 
 
     init = saved_model(tmp_path / "init", ("segmenter",))
     trainer = Trainer(make_config("tracker", synthetic_root, tmp_path / "o", init), "tracker", progress=False)
-    original = DVISLoss.frame_major_terms
+    original = DVISLoss.blocks_mask_terms
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
-        terms = original(self, *args, **kwargs)
+        blocks = original(self, *args, **kwargs)
         calls["n"] += 1
-        if calls["n"] > 2:  # from the second iteration on (2 blocks per iteration)
-            terms["loss_dice"] = terms["loss_dice"] * float("nan")
-        return terms
+        if calls["n"] > 1:  # from the second iteration on (one call per iteration)
+            blocks[-1]["loss_dice"] = blocks[-1]["loss_dice"] * float("nan")
+        return blocks
 
-    monkeypatch.setattr(DVISLoss, "frame_major_terms", poisoned)
+    monkeypatch.setattr(DVISLoss, "blocks_mask_terms", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"iteration 1: loss term loss_dice(_0)? is nan"):
         trainer.train()
 

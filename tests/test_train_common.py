@@ -69,7 +69,7 @@ def config_dict(stage: str, root: Path, out: Path, init: Path | None = None) -> 
 def make_config(stage: str, root: Path, out: Path, init: Path | None = None, **sections) -> TrainConfig:
     values = config_dict(stage, root, out, init)
     for name, update in sections.items():
-        values[name] = {**values[name], **update} if isinstance(update, dict) else update
+        values[name] = {**values.get(name, {}), **update} if isinstance(update, dict) else update
     return train_config_from_dict(values, "test")
 
 

@@ -8,6 +8,7 @@ Layout (every section optional except ``model`` and ``data``; defaults are the r
     solver:  {max_iter, steps, base_lr, batch_size, clips_per_gpu, ...}
     loss:    {class_weight, mask_weight, dice_weight, num_points, ...}
     cache:   {enabled, dir, dtype}
+    validation: {annotations, period, mode, metric, synthetic}   # best-checkpoint selection
     output_dir: DIR
     seed: 0
 
@@ -120,6 +121,19 @@ class CacheConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Videos never trained on, scored during training to keep the best checkpoint
+    (:mod:`dvis.training.validation`). Off when ``annotations`` is null."""
+
+    annotations: str | None = None  # YouTube-VIS annotation JSON
+    image_root: str | None = None  # default: JPEGImages beside the annotations
+    period: int = 500  # iterations between validations (and at the end)
+    mode: str | None = None  # default: minvis / online / offline for segmenter / tracker / refiner
+    metric: str = "AP"  # AP AP50 AP75 AP_light AP_medium AP_heavy
+    synthetic: SyntheticConfig | None = None  # generate the split there when it is missing
+
+
+@dataclass
 class InitConfig:
     model: str | None = None  # our model folder (config.yaml + model.safetensors), e.g. a previous stage's
     release_checkpoint: str | None = None  # a released DVIS/MinVIS .pth for the segmenter (and tracker)
@@ -133,6 +147,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     output_dir: str = "output"
     seed: int = 0
     stage: str | None = None  # optional: the stage this file is meant for
@@ -142,8 +157,9 @@ class TrainConfig:
 
 
 _SECTIONS = {"data": DataConfig, "solver": SolverConfig, "loss": LossConfig, "cache": CacheConfig,
-             "init": InitConfig}
-_NESTED = {("data", "augmentation"): AugmentationConfig, ("data", "synthetic"): SyntheticConfig}
+             "init": InitConfig, "validation": ValidationConfig}
+_NESTED = {("data", "augmentation"): AugmentationConfig, ("data", "synthetic"): SyntheticConfig,
+           ("validation", "synthetic"): SyntheticConfig}
 
 
 # ------------------------------------------------------------------------------------ key lists
@@ -290,6 +306,11 @@ def validate(config: TrainConfig, source: str) -> None:
         (config.loss.num_points >= 1, "loss.num_points must be >= 1"),
         (0.0 <= config.loss.importance_sample_ratio <= 1.0, "loss.importance_sample_ratio must be in [0, 1]"),
         (0.0 <= config.loss.guided_fraction <= 1.0, "loss.guided_fraction must be in [0, 1]"),
+        (config.validation.period >= 1, f"validation.period = {config.validation.period}: expected >= 1"),
+        (config.validation.mode in (None, "minvis", "online", "offline", "semi-online"),
+         f"validation.mode = {config.validation.mode!r}: expected minvis, online, offline or semi-online"),
+        (config.validation.metric in ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy"),
+         f"validation.metric = {config.validation.metric!r}: expected AP, AP50, AP75, AP_light, AP_medium or AP_heavy"),
     ]
     for ok, message in checks:
         if not ok:

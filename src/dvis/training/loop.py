@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import shutil
 import random
 import time
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dvis.errors import ConfigError, DVISError
 from dvis.evaluation.writers import OutputWriteError
-from dvis.modeling.io import atomic_write, save_pretrained
+from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, atomic_write, save_pretrained
 from dvis.training import distributed
 from dvis.training.cache import SegmenterCache, fingerprint
 from dvis.training.checkpoint import (
@@ -50,6 +52,7 @@ from dvis.training.losses import DVISLoss
 from dvis.training.model import build_stage_model
 from dvis.training.restore import ResumeTargets, restore_training_state
 from dvis.training.stages import STAGE_CLASSES, prepare_batch
+from dvis.training.validation import Validator, ValidationLog
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
@@ -148,6 +151,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(it, config.solver))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.validator = Validator(config.validation, stage) if config.validation.annotations else None
         self.iteration = 0
         if not (resume and self._resume()):
             # model initialisation above was identical everywhere; each process draws its own points
@@ -306,6 +310,7 @@ class Trainer:
         self.stage_module.train()
         self.trained.train()
         logger = self._metrics_log()
+        validation_log = ValidationLog(self.output_dir / "validation.csv", self.iteration)
         bar = self._bar(solver.max_iter, f"train {self.stage}", self.iteration)
         history: list[dict[str, float]] = []
         micro, step_terms, started = 0, {}, time.perf_counter()
@@ -328,6 +333,9 @@ class Trainer:
                 bar.update(1)
             if self.iteration % solver.log_period == 0 or self.iteration == end:
                 self._on_main(lambda row=row: logger.write(row))
+            if self.validator is not None and (self.iteration % self.config.validation.period == 0
+                                               or self.iteration == solver.max_iter):
+                self._validate(validation_log)
             if self.iteration % solver.checkpoint_period == 0 or self.iteration == end:
                 self._checkpoint()
             micro, step_terms, started = 0, {}, time.perf_counter()
@@ -343,16 +351,60 @@ class Trainer:
         self._on_main(lambda: made.append(MetricsLog(self.output_dir / "metrics.csv", self.iteration)))
         return made[0] if made else None
 
+    def _validate(self, log: ValidationLog) -> None:
+        """Score the model on the validation split (rank 0); keep its weights in ``best/`` when
+        they beat every earlier score (``best/validation.json`` holds that score)."""
+        def run() -> None:
+            metrics = self.validator(self.model)
+            row = {"iteration": self.iteration, **metrics}
+            with writing(self.output_dir / "validation.csv", "validation log"):
+                log.append(row, lambda path, text: atomic_write(path, lambda p: p.write_text(text)))
+            metric = self.config.validation.metric
+            best = best_validation(self.output_dir)
+            if not math.isnan(metrics[metric]) and (best is None or metrics[metric] > best[metric]):
+                directory = self.output_dir / "best"
+                with writing(directory, "best model folder"):
+                    save_pretrained(self.model, directory, {"validation.json": json.dumps(row) + "\n"})
+
+        self._on_main(run)
+        self.stage_module.train()
+        self.trained.train()
+
     def _export(self) -> Path | None:
+        """``model/``: the final weights, or with validation the best-scoring ones (the final
+        weights then also go to ``model_last/``)."""
         directory = self.output_dir / "model"
         card = dump_config(self.config) + f"trained_stage: {self.stage}\niterations: {self.iteration}\n"
+        best = best_validation(self.output_dir) if self.validator is not None else None
 
         def write() -> None:
+            if best is None:
+                with writing(directory, "model folder"):
+                    save_pretrained(self.model, directory, {"training.yaml": card})
+                return
+            with writing(self.output_dir / "model_last", "model folder"):
+                save_pretrained(self.model, self.output_dir / "model_last", {"training.yaml": card})
+            selected = card + (f"selected_iteration: {int(best['iteration'])}  # best validation "
+                               f"{self.config.validation.metric} = {best[self.config.validation.metric]:.4f}\n")
             with writing(directory, "model folder"):
-                save_pretrained(self.model, directory, {"training.yaml": card})
+                for name in (CONFIG_FILE, WEIGHTS_FILE, "validation.json"):
+                    source = self.output_dir / "best" / name
+                    atomic_write(directory / name, lambda p, source=source: shutil.copyfile(source, p))
+                atomic_write(directory / "training.yaml", lambda p: p.write_text(selected))
 
         self._on_main(write)
         return directory
+
+
+def best_validation(output_dir: Path) -> dict[str, float] | None:
+    """The score stored with ``OUTPUT_DIR/best`` (None when there is no best model yet)."""
+    path = Path(output_dir) / "best" / "validation.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class _null:

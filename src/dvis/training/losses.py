@@ -28,13 +28,9 @@ from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
-from transformers.models.mask2former.modeling_mask2former import (
-    Mask2FormerLoss,
-    dice_loss,
-    sample_point,
-    sigmoid_cross_entropy_loss,
-)
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss, sample_point
 
 from dvis.training.config import LossConfig
 from dvis.training.matchers import Match, MatchCosts
@@ -127,48 +123,60 @@ class DVISLoss(Mask2FormerLoss):
         (B, T, Q, h, w). Per-frame (tracker): the match applies to every frame, mask terms per
         (frame, object) pair. Video-level (refiner): mask terms per object on its (T*h, w) tube.
         """
-        if video_class:
-            terms = self.tube_mask_terms(masks, targets, matches)
-            terms.update(self.loss_labels(logits.float(), [c.classes for c in targets], matches))
-            return terms
-        frames = masks.shape[1]
-        frame_masks = masks.flatten(0, 1).float()  # (B*T, Q, h, w)
-        mask_labels = [clip.masks[t] for clip in targets for t in range(frames)]  # (N, H, W) each
-        frame_matches = [match for match in matches for _ in range(frames)]
-        num_masks = self.average_count(sum(len(clip.classes) for clip in targets) * frames, masks.device)
-        terms = self._mask_terms(frame_masks, mask_labels, frame_matches, num_masks)
-        classes = [clip.classes for clip in targets for _ in range(frames)]
-        terms.update(self.loss_labels(logits.flatten(0, 1).float(), classes, frame_matches))
+        terms = self.blocks_mask_terms([masks], targets, [matches], video_class)[0]
+        terms.update(self.class_terms(logits, targets, matches, video_class))
         return terms
 
-    def tube_mask_terms(self, masks: Tensor, targets: list[ClipTargets], matches: list[Match]) -> dict[str, Tensor]:
-        """BCE and dice of matched (query, object) tubes, ``num_points * T`` points per tube.
+    def class_terms(self, logits: Tensor, targets: list[ClipTargets], matches: list[Match],
+                    video_class: bool) -> dict[str, Tensor]:
+        if video_class:
+            return self.loss_labels(logits.float(), [c.classes for c in targets], matches)
+        frames = logits.shape[1]
+        classes = [clip.classes for clip in targets for _ in range(frames)]
+        return self.loss_labels(logits.flatten(0, 1).float(), classes, [m for m in matches for _ in range(frames)])
 
-        masks (B, T, Q, h, w) logits; each target's masks (T, N, H, W). Normalised by the number of
-        objects of the batch (averaged over processes).
+    def blocks_mask_terms(self, block_masks: list[Tensor], targets: list[ClipTargets],
+                          block_matches: list[list[Match]], video_class: bool) -> list[dict[str, Tensor]]:
+        """Mask BCE and dice of every block in one point-sampling pass (the blocks' matched masks
+        are stacked; each row still gets its own random and uncertain points).
+
+        block_masks: per block (B, T, Q, h, w) logits; block_matches: per block one match per clip.
+        Per-frame (``video_class`` False): a row per (frame, matched pair), ``num_points`` points,
+        normalised by the number of (frame, object) pairs. Video-level: a row per matched pair on
+        the (T*h, w) tube, ``num_points * T`` points, normalised by the number of objects.
         """
-        frames = masks.shape[1]
-        num_masks = self.average_count(sum(len(clip.classes) for clip in targets), masks.device)
-        if sum(len(src) for src, _ in matches) == 0:  # nothing to supervise: keep the graph, zero loss
-            zero = masks.sum() * 0.0
-            return {"loss_mask": zero, "loss_dice": zero}
-        tubes = tall_image(masks.transpose(1, 2)).float()  # (B, Q, T*h, w)
-        pred = torch.cat([tubes[b, src] for b, (src, _) in enumerate(matches)])[:, None]  # (M, 1, T*h, w)
-        labels = torch.cat([clip.tube_masks()[tgt] for clip, (_, tgt) in zip(targets, matches)])[:, None]
+        frames = block_masks[0].shape[1]
+        objects = sum(len(clip.classes) for clip in targets)
+        num_masks = self.average_count(objects if video_class else objects * frames, block_masks[0].device)
+        preds, labels, owners = [], [], []
+        for block, (masks, matches) in enumerate(zip(block_masks, block_matches)):
+            for b, (clip, (src, tgt)) in enumerate(zip(targets, matches)):
+                if len(src) == 0:
+                    continue
+                if video_class:  # (M, T*h, w) tubes
+                    preds.append(tall_image(masks[b][:, src].transpose(0, 1)))
+                    labels.append(clip.tube_masks()[tgt])
+                else:  # (T*M, h, w): every frame of every matched pair
+                    preds.append(masks[b][:, src].flatten(0, 1))
+                    labels.append(clip.masks[:, tgt].flatten(0, 1))
+                owners.append(torch.full((len(preds[-1]),), block, dtype=torch.int64))
+        if not preds:  # nothing to supervise: keep the graph, zero loss
+            return [{"loss_mask": m.sum() * 0.0, "loss_dice": m.sum() * 0.0} for m in block_masks]
+        pred = torch.cat(preds).float()[:, None]  # (R, 1, h', w')
+        label = torch.cat(labels).to(pred)[:, None]  # (R, 1, H', W')
+        points = self.num_points * (frames if video_class else 1)
         with torch.no_grad():
-            coords = self.sample_points_using_uncertainty(pred, self.calculate_uncertainty, self.num_points * frames,
-                                                          self.oversample_ratio, self.importance_sample_ratio)
-            point_labels = sample_point(labels.to(pred), coords, align_corners=False).squeeze(1)
-        point_logits = sample_point(pred, coords, align_corners=False).squeeze(1)
-        return {"loss_mask": sigmoid_cross_entropy_loss(point_logits, point_labels, num_masks),
-                "loss_dice": dice_loss(point_logits, point_labels, num_masks)}
-
-    def _mask_terms(self, masks: Tensor, mask_labels: list[Tensor], matches: list[Match],
-                    num_masks: Tensor) -> dict[str, Tensor]:
-        if sum(len(src) for src, _ in matches) == 0:  # nothing to supervise: keep the graph, zero loss
-            zero = masks.sum() * 0.0
-            return {"loss_mask": zero, "loss_dice": zero}
-        return self.loss_masks(masks, mask_labels, matches, num_masks)
+            coords = uncertain_points(pred, points, self.oversample_ratio, self.importance_sample_ratio)
+            point_labels = sample_point(label, coords, align_corners=False).flatten(1)
+        point_logits = sample_point(pred, coords, align_corners=False).flatten(1)  # (R, P)
+        bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
+        probs = point_logits.sigmoid()
+        dice = 1 - (2 * (probs * point_labels).sum(1) + 1) / (probs.sum(1) + point_labels.sum(1) + 1)
+        owner = torch.cat(owners).to(pred.device)
+        per_block = torch.zeros(len(block_masks), 2, device=pred.device, dtype=pred.dtype)
+        per_block = per_block.index_add(0, owner, torch.stack([bce, dice], 1)) / num_masks
+        return [{"loss_mask": per_block[i, 0] + m.sum() * 0.0, "loss_dice": per_block[i, 1] + m.sum() * 0.0}
+                for i, m in enumerate(block_masks)]
 
     def video_losses(self, blocks: list[tuple[Tensor, Tensor]], targets: list[ClipTargets],
                      matcher, guide: tuple[Tensor, Tensor] | None, video_class: bool) -> dict[str, Tensor]:
@@ -183,11 +191,26 @@ class DVISLoss(Mask2FormerLoss):
         if not self.config.deep_supervision:
             blocks = blocks[-1:]
         fixed = matcher(*guide) if guide is not None else None
+        matches = [fixed if fixed is not None else matcher(logits, masks) for logits, masks in blocks]
+        mask_terms = self.blocks_mask_terms([masks for _, masks in blocks], targets, matches, video_class)
         losses: dict[str, Tensor] = {}
         last = len(blocks) - 1
-        for index, (logits, masks) in enumerate(blocks):
-            matches = fixed if fixed is not None else matcher(logits, masks)
-            terms = self.frame_major_terms(logits, masks, targets, matches, video_class)
+        for index, ((logits, _), block_matches, terms) in enumerate(zip(blocks, matches, mask_terms)):
+            terms.update(self.class_terms(logits, targets, block_matches, video_class))
             suffix = "" if index == last else f"_{index}"
             losses.update({f"{name}{suffix}": value for name, value in terms.items()})
         return losses
+
+
+def uncertain_points(logits: Tensor, num_points: int, oversample_ratio: float, importance_ratio: float) -> Tensor:
+    """Mask2Former's importance sampling: (R, 1, h, w) logits -> (R, num_points, 2) coordinates in
+    [0, 1]. ``oversample_ratio * num_points`` uniform candidates, the ``importance_ratio`` share
+    with the smallest |logit| kept, the rest uniform."""
+    rows = logits.shape[0]
+    candidates = torch.rand(rows, int(num_points * oversample_ratio), 2, device=logits.device)
+    uncertainty = -sample_point(logits, candidates, align_corners=False).abs()[:, 0]  # (R, candidates)
+    num_uncertain = int(importance_ratio * num_points)
+    chosen = uncertainty.topk(num_uncertain, dim=1, sorted=False).indices
+    picked = torch.gather(candidates, 1, chosen[..., None].expand(-1, -1, 2))
+    uniform = torch.rand(rows, num_points - num_uncertain, 2, device=logits.device)
+    return torch.cat([picked, uniform], 1)
