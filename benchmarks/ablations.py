@@ -124,7 +124,7 @@ PRIORITY = ("dvis", "refiner", "standard-ca", "no-long-term", "init-zero", "no-s
 
 
 def build_jobs(plan: Plan) -> list[Job]:
-    jobs = [eval_job(plan, plan.segmenter, "minvis", None, "minvis", "minvis", 0, [])]
+    jobs = [eval_job(plan, plan.segmenter, name, None, name, name, 0, []) for name in ("minvis", "oracle", "per-frame")]
     by_name = {v.name: v for v in (*TRACKERS, *REFINERS)}
     wanted = [by_name[name] for name in PRIORITY if plan.variants is None or name in plan.variants]
     for variant in wanted:
@@ -272,9 +272,12 @@ def load_eval(plan: Plan, name: str, seed: int | None, label: str) -> dict | Non
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+SEGMENTER_ONLY = ("minvis", "oracle", "per-frame")  # evaluations of the shared segmenter (no seed)
+
+
 def per_seed(plan: Plan, name: str, label: str) -> list[dict]:
-    if name == "minvis":
-        one = load_eval(plan, "minvis", None, "minvis")
+    if name in SEGMENTER_ONLY:
+        one = load_eval(plan, name, None, label)
         return [one] if one else []
     return [r for r in (load_eval(plan, name, s, label) for s in plan.seeds) if r is not None]
 
@@ -307,8 +310,8 @@ def paired(plan: Plan, a: tuple[str, str], b: tuple[str, str], key: str = "AP") 
     """Mean over seeds of (a - b) in AP points, and in how many seeds a > b."""
     diffs = []
     for seed in plan.seeds:
-        ra = load_eval(plan, a[0], None if a[0] == "minvis" else seed, a[1])
-        rb = load_eval(plan, b[0], None if b[0] == "minvis" else seed, b[1])
+        ra = load_eval(plan, a[0], None if a[0] in SEGMENTER_ONLY else seed, a[1])
+        rb = load_eval(plan, b[0], None if b[0] in SEGMENTER_ONLY else seed, b[1])
         if ra and rb and ra.get(key) is not None and rb.get(key) is not None:
             diffs.append(100 * (ra[key] - rb[key]))
     if not diffs:
@@ -326,9 +329,11 @@ def claim(plan: Plan, text: str, better: tuple[str, str], worse: tuple[str, str]
 
 
 def report(plan: Plan, meta: dict) -> str:
-    components = [("MinVIS (segmenter + Hungarian matching)", "minvis", "minvis"),
+    components = [("segmenter, per frame (every frame a one-frame video)", "per-frame", "per-frame"),
+                  ("MinVIS (segmenter + Hungarian matching)", "minvis", "minvis"),
                   ("+ referring tracker (online)", "dvis", "online"),
-                  ("+ tracker + temporal refiner (offline)", "refiner", "offline")]
+                  ("+ tracker + temporal refiner (offline)", "refiner", "offline"),
+                  ("oracle association of the segmenter's masks (bound)", "oracle", "oracle")]
     initial = [("zero", "init-zero", "online"), ("previous tracker output", "init-previous", "online"),
                ("unmatched segmenter queries", "init-unmatched", "online"),
                ("matched segmenter queries (DVIS)", "dvis", "online")]

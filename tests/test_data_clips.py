@@ -165,3 +165,21 @@ def test_a_clip_without_objects_has_empty_targets():
     assert tuple(sample["masks"].shape) == (3, 0, 8, 10)
     assert tuple(sample["present"].shape) == (3, 0) and tuple(sample["frame_ids"].shape) == (3, 0)
     assert sample["classes"].numel() == 0 and tuple(sample["frames"].shape) == (3, 3, 8, 10)
+
+
+def test_clips_without_frames_have_the_same_targets_and_zero_frames_of_the_right_size(tmp_path):
+    from dvis.data.clips import ClipDataset
+    from dvis.data.synthetic import generate
+    from dvis.data.ytvis import YTVISDataset
+
+    root = tmp_path / "s"
+    generate(root, videos=2, frames=6, seed=5, height=48, width=64, objects=(2, 3))
+    videos = YTVISDataset(root / "annotations.json", root / "JPEGImages")
+    full = ClipDataset(videos, num_frames=3, augmentation=None, seed=2)
+    light = ClipDataset(videos, num_frames=3, augmentation=None, seed=2, with_frames=False)
+    for index in range(4):
+        a, b = full[index], light[index]
+        assert a["frames"].shape == b["frames"].shape == (3, 3, 48, 64) and int(a["frames"].sum()) > 0
+        assert int(b["frames"].abs().sum()) == 0
+        for key in ("masks", "classes", "present", "frame_indices"):
+            assert torch.equal(a[key], b[key]), key

@@ -114,6 +114,11 @@ def assemble_clip(
     }
 
 
+def _blank(size) -> np.ndarray:
+    """A zero (h, w, 3) uint8 frame (a broadcast view of one byte)."""
+    return np.broadcast_to(np.zeros(1, np.uint8), (*size, 3))
+
+
 def _transformed(inst: FrameInstances, masks: np.ndarray) -> FrameInstances:
     return FrameInstances(inst.ids, inst.category_ids, inst.iscrowd, masks)
 
@@ -148,7 +153,10 @@ class ClipDataset(_SeededDataset):
     """Clips of ``num_frames`` frames from a video dataset (:class:`~dvis.data.ytvis.YTVISDataset`,
     :class:`~dvis.data.vipseg.VIPSegDataset`, or anything with ``len``, ``[i]`` -> video with
     ``length``, ``height``, ``width``, ``load_frame(t)``, ``frame_instances(t)``, and
-    ``category_index()``). Sample ``i`` uses video ``i % len(dataset)``."""
+    ``category_index()``). Sample ``i`` uses video ``i % len(dataset)``.
+
+    ``with_frames=False`` skips decoding the frames (when the segmenter's outputs come from a
+    cache): ``frames`` is then zero-filled, of the size the frames would have."""
 
     def __init__(
         self,
@@ -160,12 +168,14 @@ class ClipDataset(_SeededDataset):
         reverse: bool = False,
         to_float: bool = False,
         samples_per_epoch: int | None = None,
+        with_frames: bool = True,
     ):
         super().__init__(dataset, seed, samples_per_epoch, to_float)
         self.num_frames = num_frames
         self.frame_range = frame_range
         self.augmentation = augmentation
         self.reverse = reverse
+        self.with_frames = with_frames
 
     def __getitem__(self, index: int) -> dict:
         rng = self._rng(index)
@@ -175,9 +185,10 @@ class ClipDataset(_SeededDataset):
         transform = self._transform(video, rng)
         frames, instances = [], []
         for t in indices:
-            frames.append(transform.image(video.load_frame(t)))
             inst = video.frame_instances(t)
-            instances.append(_transformed(inst, transform.masks(inst.masks)))
+            masks = transform.masks(inst.masks)
+            frames.append(transform.image(video.load_frame(t)) if self.with_frames else _blank(masks.shape[-2:]))
+            instances.append(_transformed(inst, masks))
         sample = assemble_clip(frames, instances, self.category_index)
         sample["frame_indices"] = torch.tensor(indices, dtype=torch.int64)
         sample["video_index"] = video_index

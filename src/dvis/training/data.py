@@ -75,9 +75,10 @@ def clip_augmentation(data: DataConfig) -> ClipAugmentation | None:
     )
 
 
-def build_clip_dataset(data: DataConfig, videos, seed: int) -> ClipDataset:
+def build_clip_dataset(data: DataConfig, videos, seed: int, with_frames: bool = True) -> ClipDataset:
+    """``with_frames=False``: the frames are not decoded (the segmenter's outputs are cached)."""
     return ClipDataset(videos, num_frames=data.num_frames, frame_range=data.frame_range,
-                       augmentation=clip_augmentation(data), seed=seed, reverse=data.reverse)
+                       augmentation=clip_augmentation(data), seed=seed, reverse=data.reverse, with_frames=with_frames)
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------- loop
     def _loader(self):
         solver = self.config.solver
-        clips = build_clip_dataset(self.config.data, self.videos, self.config.seed)
+        clips = build_clip_dataset(self.config.data, self.videos, self.config.seed,
+                                   with_frames=self.stage_module.needs_pixels)
         sampler = StepBatchSampler(ClipOrder(len(self.videos), self.config.seed), self.iteration, solver.max_iter,
                                    self.accumulation, self.dist.world_size, self.dist.rank, solver.clips_per_gpu)
         return build_loader(clips, sampler, self.config.data.num_workers)
