@@ -182,3 +182,16 @@ def test_empty_clip_gives_zero_mask_loss_and_a_gradient_path():
 def test_point_count_is_configurable(points):
     loss = DVISLoss(1, LossConfig(num_points=points))
     assert loss.num_points == points and loss.costs.num_points == points
+
+
+def test_point_sampling_is_repeatable_under_torch_manual_seed():
+    loss = DVISLoss(2, LossConfig(num_points=64))
+    masks = torch.randn(1, 3, 4, 16, 16)
+    target = clip([0, 1], (torch.rand(3, 2, 32, 32) > 0.5).float())
+    match = [(torch.tensor([0, 2]), torch.tensor([0, 1]))]
+    runs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        runs.append(loss.frame_major_terms(torch.randn(1, 4, 3), masks, [target], match, video_class=True))
+    assert runs[0]["loss_mask"].item() == runs[1]["loss_mask"].item()
+    assert runs[0]["loss_mask"].item() != runs[2]["loss_mask"].item()
