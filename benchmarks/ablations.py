@@ -477,6 +477,15 @@ def _data_line(config: dict) -> str:
     return f"{synth['videos']} videos x {synth['frames']} frames, generation seed {synth['seed']}, {aug}"
 
 
+def _validation_line(config: dict) -> str:
+    validation = config.get("validation") or {}
+    synth = validation.get("synthetic")
+    if not validation.get("annotations") or synth is None:
+        return "none"
+    return (f"{synth['videos']} videos x {synth['frames']} frames, generation seed {synth['seed']}, scored every "
+            f"{validation['period']} iterations")
+
+
 def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], size: int,
                stages: dict[str, dict]) -> str:
     """The shipped model's README: data, configs, training time, held-out metrics."""
@@ -496,7 +505,10 @@ def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], 
         "## Data", "",
         "`dvis.data.synthetic` (docs/data.md), 128 x 128, heavy occlusion, 2-6 objects per video:",
         f"- segmenter: {_data_line(stages['segmenter'])};",
-        f"- tracker and refiner: {_data_line(stages['tracker'])} (segmenter outputs cached).", "",
+        f"- tracker and refiner: {_data_line(stages['tracker'])} (segmenter outputs cached);",
+        f"- validation (checkpoint selection only): {_validation_line(stages['tracker'])};",
+        f"- held-out (the numbers below): {len(_videos(plan))} videos x 64 frames, generation seed {HELDOUT_SEED}, "
+        "never used in training or selection.", "",
         "## Training", "",
         "    dvis train segmenter --config configs/synthetic/segmenter.yaml",
         "    dvis train tracker   --config configs/synthetic/tracker.yaml",
@@ -506,6 +518,9 @@ def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], 
         "configs are `training_*.yaml`). Wall time on the 2-core CPU machine, while other jobs shared it:",
         ", ".join(f"{stage} {minutes[stage]:.0f} min ({stages[stage]['solver']['max_iter']} iterations)"
                   for stage in ("segmenter", "tracker", "refiner")) + ".", "",
+        "Exported iterations (best validation AP): "
+        + ", ".join(f"{stage} {stages[stage].get('selected_iteration', stages[stage]['solver']['max_iter'])}"
+                    for stage in ("tracker", "refiner")) + ".", "",
         f"Weights: {size / 2**20:.1f} MB float32 safetensors (`model.safetensors`), config in `config.yaml`.", "",
         "## Metrics", "",
         f"YouTube-VIS AP/AR (percent) on the held-out split of docs/results.md ({len(_videos(plan))} videos of",

@@ -195,3 +195,16 @@ def test_point_sampling_is_repeatable_under_torch_manual_seed():
         runs.append(loss.frame_major_terms(torch.randn(1, 4, 3), masks, [target], match, video_class=True))
     assert runs[0]["loss_mask"].item() == runs[1]["loss_mask"].item()
     assert runs[0]["loss_mask"].item() != runs[2]["loss_mask"].item()
+
+
+def test_sample_labels_equals_sampling_a_copy_of_each_rows_mask():
+    from transformers.models.mask2former.modeling_mask2former import sample_point
+
+    from dvis.training.losses import sample_labels
+
+    torch.manual_seed(0)
+    bank = (torch.rand(5, 12, 9) > 0.5).float()
+    ids = torch.tensor([3, 0, 3, 3, 1, 0])  # mask 2 and 4 unused, mask 3 three times
+    coords = torch.rand(len(ids), 7, 2)
+    direct = sample_point(bank[ids][:, None], coords, align_corners=False).flatten(1)
+    assert torch.allclose(sample_labels(bank, ids, coords), direct, atol=1e-6)

@@ -149,26 +149,29 @@ class DVISLoss(Mask2FormerLoss):
         frames = block_masks[0].shape[1]
         objects = sum(len(clip.classes) for clip in targets)
         num_masks = self.average_count(objects if video_class else objects * frames, block_masks[0].device)
-        preds, labels, owners = [], [], []
+        # every target mask once: per clip its (N, T*H, W) tubes, or its (T*N, H, W) frame masks
+        banks = [clip.tube_masks() if video_class else clip.masks.flatten(0, 1) for clip in targets]
+        offsets = [sum(len(bank) for bank in banks[:b]) for b in range(len(banks))]
+        preds, label_ids, owners = [], [], []
         for block, (masks, matches) in enumerate(zip(block_masks, block_matches)):
             for b, (clip, (src, tgt)) in enumerate(zip(targets, matches)):
                 if len(src) == 0:
                     continue
                 if video_class:  # (M, T*h, w) tubes
                     preds.append(tall_image(masks[b][:, src].transpose(0, 1)))
-                    labels.append(clip.tube_masks()[tgt])
+                    label_ids.append(offsets[b] + tgt)
                 else:  # (T*M, h, w): every frame of every matched pair
                     preds.append(masks[b][:, src].flatten(0, 1))
-                    labels.append(clip.masks[:, tgt].flatten(0, 1))
+                    objects_in_clip = clip.masks.shape[1]
+                    label_ids.append((offsets[b] + torch.arange(frames)[:, None] * objects_in_clip + tgt[None]).flatten())
                 owners.append(torch.full((len(preds[-1]),), block, dtype=torch.int64))
         if not preds:  # nothing to supervise: keep the graph, zero loss
             return [{"loss_mask": m.sum() * 0.0, "loss_dice": m.sum() * 0.0} for m in block_masks]
         pred = torch.cat(preds).float()[:, None]  # (R, 1, h', w')
-        label = torch.cat(labels).to(pred)[:, None]  # (R, 1, H', W')
         points = self.num_points * (frames if video_class else 1)
         with torch.no_grad():
             coords = uncertain_points(pred, points, self.oversample_ratio, self.importance_sample_ratio)
-            point_labels = sample_point(label, coords, align_corners=False).flatten(1)
+            point_labels = sample_labels(torch.cat(banks).to(pred), torch.cat(label_ids).to(pred.device), coords)
         point_logits = sample_point(pred, coords, align_corners=False).flatten(1)  # (R, P)
         bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
         probs = point_logits.sigmoid()
@@ -201,6 +204,25 @@ class DVISLoss(Mask2FormerLoss):
             suffix = "" if index == last else f"_{index}"
             losses.update({f"{name}{suffix}": value for name, value in terms.items()})
         return losses
+
+
+def sample_labels(bank: Tensor, ids: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear samples of target masks without a copy per row: bank (U, H, W) every target mask
+    once, ids (R,) the mask of each row, coords (R, P, 2) in [0, 1] -> (R, P).
+
+    The rows of one mask (one per decoder block) are sampled in one call on that mask: each
+    row's points go to a slot of its mask's point list (unused slots sample the centre).
+    """
+    rows, points = coords.shape[:2]
+    counts = torch.bincount(ids, minlength=len(bank))
+    order = torch.argsort(ids, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(ids)
+    slot[order] = torch.arange(rows, device=ids.device) - starts[ids[order]]
+    grid = torch.full((len(bank), int(counts.max()), points, 2), 0.5, dtype=coords.dtype, device=coords.device)
+    grid[ids, slot] = coords
+    sampled = sample_point(bank[:, None], grid.flatten(1, 2), align_corners=False)  # (U, 1, K*P)
+    return sampled.view(len(bank), -1, points)[ids, slot]
 
 
 def uncertain_points(logits: Tensor, num_points: int, oversample_ratio: float, importance_ratio: float) -> Tensor:
