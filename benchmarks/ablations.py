@@ -586,6 +586,53 @@ def segmenter_folder(model_dir: Path, work: Path) -> Path:
     return target
 
 
+def store_tracker(plan: Plan, seed: int) -> Path:
+    """Keep a "dvis" tracker in the repository (its weights alone, ~1.6 MB, with its config and
+    training card), so that a later session trains the refiners of that seed without training the
+    tracker again (the model folders under --work do not survive a session)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from dvis.modeling.io import load_pretrained
+
+    source = plan.model_dir(TRACKERS[0], seed)
+    target = plan.results_dir / "trackers" / f"{TRACKERS[0].name}-seed{seed}"
+    target.mkdir(parents=True, exist_ok=True)
+    tracker = load_pretrained(source).tracker
+    save_file({k: v.contiguous() for k, v in tracker.state_dict().items()}, str(target / "tracker.safetensors"))
+    for name in ("config.yaml", "training.yaml"):
+        shutil.copyfile(source / name, target / name)
+    return target
+
+
+def restore_trackers(plan: Plan) -> list[int]:
+    """Rebuild the model folder of every stored tracker whose folder is missing (shared segmenter
+    + stored tracker weights); returns the seeds restored."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from dvis.modeling.dvis import DVIS
+    from dvis.modeling.io import load_config, load_pretrained, save_pretrained
+
+    restored = []
+    for seed in plan.seeds:
+        stored = plan.results_dir / "trackers" / f"{TRACKERS[0].name}-seed{seed}"
+        target = plan.model_dir(TRACKERS[0], seed)
+        if not (stored / "tracker.safetensors").is_file() or (target / "config.yaml").is_file():
+            continue
+        model = DVIS(load_config(stored / "config.yaml"))
+        model.segmenter.load_state_dict(load_pretrained(plan.segmenter).segmenter.state_dict())
+        model.tracker.load_state_dict(load_file(str(stored / "tracker.safetensors")))
+        save_pretrained(model, target)
+        shutil.copyfile(stored / "training.yaml", target / "training.yaml")
+        restored.append(seed)
+    if restored:
+        print(f"restored the stored dvis trackers of seeds {restored} (not retrained)", flush=True)
+    return restored
+
+
 def ensure_heldout(plan: Plan, videos: int, frames: int) -> None:
     from dvis.data.synthetic import generate
 
@@ -664,10 +711,13 @@ def main(argv: list[str] | None = None) -> int:
         def record(key: str | None = None, seconds: float = 0.0) -> None:  # after every job: a kill loses nothing
             if key is not None:
                 meta["walls"][key] = seconds
+                if key.startswith(f"train/{TRACKERS[0].name}/"):
+                    store_tracker(plan, int(key.rsplit("/", 1)[1]))
             meta["total"] = total_before + time.perf_counter() - started
             atomic_write_json(plan.results_dir / "meta.json", meta)
 
         ensure_heldout(plan, args.videos, args.frames)
+        restore_trackers(plan)
         prime_cache(plan)
         budget = None if args.budget_minutes is None else 60 * args.budget_minutes - (time.perf_counter() - started)
         run_jobs(build_jobs(plan), args.jobs, plan.work / "logs", budget, record)

@@ -174,3 +174,42 @@ def test_model_card_states_data_iterations_time_and_metrics(tmp_path):
     assert "segmenter 25 min (4000 iterations), tracker 6 min (2000 iterations)" in card
     assert "| online DVIS (tracker) | 20.0 |" in card and "| offline DVIS (tracker + refiner) | 30.0 |" in card
     assert "| n/a |" in card and "7.0 MB" in card and "2 videos" in card
+
+
+def test_a_stored_tracker_is_restored_without_training(tmp_path):
+    torch.manual_seed(0)
+    plan = plan_at(tmp_path, seeds=(0, 1))
+    segmenter = DVIS(config_from_dict({"segmenter": tiny_segmenter(), "inference": {"min_size_test": 64}}))
+    save_pretrained(segmenter, plan.segmenter)
+    sections = {"segmenter": tiny_segmenter(), "tracker": tiny_head(), "inference": {"min_size_test": 64}}
+    trained = DVIS(config_from_dict(sections))
+    trained.segmenter.load_state_dict(segmenter.segmenter.state_dict())
+    source = plan.model_dir(ablations.TRACKERS[0], 0)
+    save_pretrained(trained, source, {"training.yaml": "iterations: 5\n"})
+    stored = ablations.store_tracker(plan, 0)
+    assert (stored / "tracker.safetensors").stat().st_size < (source / "model.safetensors").stat().st_size
+    import shutil
+
+    shutil.rmtree(source)
+    assert ablations.restore_trackers(plan) == [0]  # seed 1 has nothing stored
+    restored = load_pretrained(source)
+    for part in ("segmenter", "tracker"):
+        for name, tensor in getattr(trained, part).state_dict().items():
+            assert torch.equal(getattr(restored, part).state_dict()[name], tensor), (part, name)
+    assert (source / "training.yaml").read_text() == "iterations: 5\n"
+    assert ablations.restore_trackers(plan) == []  # present now: left alone
+
+
+@pytest.mark.parametrize("mode", ["oracle", "per-frame"])
+def test_evaluate_gives_the_segmenter_bounds(tmp_path, mode):
+    from dvis.data.synthetic import generate
+
+    annotations = generate(tmp_path / "heldout", videos=1, frames=4, seed=4, height=64, width=64, objects=(2, 3),
+                           occlusion="heavy")
+    torch.manual_seed(0)
+    model = save_pretrained(DVIS(config_from_dict({"segmenter": tiny_segmenter(),
+                                                   "inference": {"max_num": 3, "min_size_test": 64}})),
+                            tmp_path / "model")
+    result = ablations.evaluate(str(model), mode, 0, str(annotations), str(tmp_path / f"{mode}.json"))
+    assert result["mode"] == mode and result["frames"] == 4
+    assert all(result[key] is None or -1.0 <= result[key] <= 1.0 for key in ablations.METRICS)
