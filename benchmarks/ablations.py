@@ -477,13 +477,14 @@ def _data_line(config: dict) -> str:
     return f"{synth['videos']} videos x {synth['frames']} frames, generation seed {synth['seed']}, {aug}"
 
 
-def _validation_line(config: dict) -> str:
-    validation = config.get("validation") or {}
+def _validation_line(tracker: dict, refiner: dict) -> str:
+    validation = tracker.get("validation") or {}
     synth = validation.get("synthetic")
     if not validation.get("annotations") or synth is None:
         return "none"
+    refiner_period = (refiner.get("validation") or {}).get("period", "?")
     return (f"{synth['videos']} videos x {synth['frames']} frames, generation seed {synth['seed']}, scored every "
-            f"{validation['period']} iterations")
+            f"{validation['period']} (tracker) and {refiner_period} (refiner) iterations")
 
 
 def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], size: int,
@@ -506,7 +507,7 @@ def model_card(plan: Plan, results: dict[str, dict], minutes: dict[str, float], 
         "`dvis.data.synthetic` (docs/data.md), 128 x 128, heavy occlusion, 2-6 objects per video:",
         f"- segmenter: {_data_line(stages['segmenter'])};",
         f"- tracker and refiner: {_data_line(stages['tracker'])} (segmenter outputs cached);",
-        f"- validation (checkpoint selection only): {_validation_line(stages['tracker'])};",
+        f"- validation (checkpoint selection only): {_validation_line(stages['tracker'], stages['refiner'])};",
         f"- held-out (the numbers below): {len(_videos(plan))} videos x 64 frames, generation seed {HELDOUT_SEED}, "
         "never used in training or selection.", "",
         "## Training", "",
