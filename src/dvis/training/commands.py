@@ -22,8 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/checkpoints/last.pt if it exists (without --resume, a run "
                              "refuses an output_dir that holds one)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda or cuda:N (default auto; under torchrun each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # = --no-progress
     parser.set_defaults(func=run)
 
 
