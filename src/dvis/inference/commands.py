@@ -1,4 +1,4 @@
-"""CLI: ``dvis segment INPUT... --model NAME_OR_DIR --out DIR``."""
+"""CLI: ``dvis segment INPUT... --model NAME_OR_DIR --out DIR`` and ``dvis models``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,21 @@ def run_segment(args: argparse.Namespace) -> int:
     return SegmentRun(options).run()
 
 
+def run_models(args: argparse.Namespace) -> int:
+    from dvis.inference.zoo import format_table, model_rows
+
+    print(format_table(model_rows()))
+    print("\nRun one: dvis segment VIDEO --model NAME [--weights FILE.pth] --out DIR  "
+          "(a preset needs its checkpoint: docs/models.md says where to get each)")
+    return 0
+
+
 def register(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list the models: registered, and release presets with their checkpoints",
+                              description="Every name --model accepts besides a folder: task, dataset, backbone, "
+                                          "mode, classes and where the weights come from.")
+    p.set_defaults(func=run_models)
+
     p = subparsers.add_parser(
         "segment", help="segment and track objects in videos",
         description="Segment and track videos: video files, frame folders, folders of those, or a "
