@@ -148,6 +148,6 @@ def register(subparsers) -> None:
     p.add_argument("--gt-dir", required=True, help="VSPW root: <split file> and data/<video>/mask/*.png")
     p.add_argument("--pred-dir", required=True, help="predictions: <video>/<frame>.png class maps")
     p.add_argument("--split", default="val.txt", help="split file under --gt-dir (default val.txt)")
-    p.add_argument("--num-classes", type=int, default=124)
+    p.add_argument("--num-classes", type=int, default=124, help="number of classes (default 124)")
     p.add_argument("--json", default=None, help="write the numbers to this JSON file")
     p.set_defaults(func=run_eval_vss)

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description="Train one stage with the earlier stages frozen. Multi-GPU / multi-node: "
                     "torchrun --nproc_per_node=N -m dvis.cli train ...",
     )
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=STAGES, help="which stage to train (the earlier ones are frozen)")
     # overrides follow the file: `--config FILE KEY=VALUE ...` (argparse cannot take positionals after options)
     parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "KEY=VALUE"),
                         help="training YAML (see configs/), then dotted overrides, e.g. solver.max_iter=100")
