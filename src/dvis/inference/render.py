@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from dvis.inference.results import select_entries
+
 ALPHA = 0.5
 REFERENCE_SIDE = 360  # short side at which text is TEXT_SIZE px and outlines 1 px
 TEXT_SIZE = 11
@@ -186,6 +188,15 @@ def _draw_labels(image: Image.Image, masks, colours, texts, style: Style) -> Non
         draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=tuple(colour))
         origin = (box[0] + style.padding - left, box[1] + style.padding - top)
         draw.text(origin, text, fill=text_colour(colour), font=font)
+
+
+def vis_overlay_entries(scores, labels, ids, names, threshold: float) -> tuple[list[int], list, list[str]]:
+    """What a VIS overlay draws of a video's entries (scores, labels, ids (N,) tensors): per track its
+    best-scoring entry with score >= ``threshold``; returns (entry indices, colours, ``id class score``)."""
+    shown = select_entries(scores, ids, threshold, one_class_per_track=True)
+    colours = [track_colour(int(ids[n])) for n in shown]
+    texts = [f"{int(ids[n])} {names[int(labels[n])]} {float(scores[n]):.2f}" for n in shown]
+    return shown, colours, texts
 
 
 class OverlayVideo:

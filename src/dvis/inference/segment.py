@@ -37,7 +37,7 @@ from dvis.inference.engine import VideoAnalysis
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
 from dvis.inference.registry import locate_model
-from dvis.inference.render import OverlayVideo, track_colour
+from dvis.inference.render import OverlayVideo, track_colour, vis_overlay_entries
 from dvis.inference.results import select_entries
 
 __all__ = ["PARTIAL_DIR", "SegmentOptions", "SegmentRun", "check_output_dir", "create_output_dir"]
@@ -280,10 +280,8 @@ class SegmentRun:
             if instances is None:
                 kept = select_entries(chunk.scores, chunk.ids, o.score_threshold, o.one_class_per_track)
                 instances = TrackedInstances.empty_like(chunk, analysis.output_size, kept)
-                shown = select_entries(chunk.scores, chunk.ids, o.render_threshold, one_class_per_track=True)
-                colours = [track_colour(int(chunk.ids[n])) for n in shown]
-                texts = [f"{int(chunk.ids[n])} {names[int(chunk.labels[n])]} {float(chunk.scores[n]):.2f}"
-                         for n in shown]
+                shown, colours, texts = vis_overlay_entries(chunk.scores, chunk.labels, chunk.ids, names,
+                                                            o.render_threshold)
             instances.add_frames(chunk.masks[kept])
             for t in range(chunk.masks.shape[1]):
                 overlay.add(chunk.masks[shown, t].numpy(), colours, texts)
