@@ -186,12 +186,12 @@ def occlusion_gaps(ratios: list[float | None]) -> list[tuple[int, int, int, int]
     return found
 
 
-def search_strip(predictor, videos: int) -> tuple[Found | None, int, int]:
-    """Searches held-out videos 0..videos-1; returns (the longest case found, videos searched, cases)."""
+def search_strip(predictor, videos: range) -> tuple[Found | None, int]:
+    """Searches the held-out videos ``videos``; returns (the case with the largest contrast, cases found)."""
     from dvis.data.synthetic import render_video
 
     best, cases = None, 0
-    for index in range(videos):
+    for index in videos:
         video = render_video(**HELDOUT, video_index=index)
         tracks = {mode: predict_tracks(predictor, video.frames, mode) for mode in ("minvis", "offline")}
         for k, ratios in enumerate(video.occlusions):
@@ -212,18 +212,19 @@ def search_strip(predictor, videos: int) -> tuple[Found | None, int, int]:
                     if best is None or contrast > best.dvis[1] - best.minvis[1]:
                         best = case
         print(f"video {index}: {cases} case(s) so far", file=sys.stderr)
-    return best, videos, cases
+    return best, cases
 
 
-def strip_figure(out: Path, videos: int) -> str:
+def strip_figure(out: Path, videos: range) -> str:
     from dvis.data.synthetic import render_video
     from dvis.inference.predictor import VideoPredictor
     from dvis.inference.render import render_frame, track_colour
 
     predictor = VideoPredictor.from_pretrained(MODEL, device="cpu")
-    found, searched, cases = search_strip(predictor, videos)
+    found, cases = search_strip(predictor, videos)
+    searched = f"{videos.start}-{videos.stop - 1}" if len(videos) > 1 else f"{videos.start}"
     if found is None:
-        return (f"No case found in held-out videos 0-{searched - 1} where MinVIS loses an object through an "
+        return (f"No case found in held-out video(s) {searched} where MinVIS loses an object through an "
                 f"occlusion and DVIS keeps it (no strip drawn).")
     video = render_video(**HELDOUT, video_index=found.video_index)
     middle = (found.gap[0] + found.gap[1]) // 2
@@ -253,7 +254,8 @@ def strip_figure(out: Path, videos: int) -> str:
             f"(label: track id). MinVIS (segmenter + Hungarian matching between frames), track {found.minvis[0]}: "
             f"after the occlusion (frame {found.after}) its mask has IoU {found.minvis[1]:.2f} with the object "
             f"(lost). Offline DVIS, track {found.dvis[0]}: IoU {found.dvis[1]:.2f} (kept). Found automatically "
-            f"(`python benchmarks/figures.py strip`): in held-out videos 0-{searched - 1}, {cases} occlusion(s) of "
+            f"(`python benchmarks/figures.py strip --videos {searched}`): in held-out video(s) {searched}, "
+            f"{cases} occlusion(s) of "
             f"at most {MAX_GAP} frames had the MinVIS track lose the object (IoU < {LOST}) while the DVIS track "
             f"kept it (IoU >= {KEPT}); shown is the one with the largest difference. Model: the shipped "
             f"`{MODEL}`, score >= {RENDER_THRESHOLD}.")
@@ -312,14 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=("all", "occlusion", "strip", "overlays"))
     parser.add_argument("--results", default=str(RESULTS), help="folder of evaluation JSONs")
     parser.add_argument("--images", default=str(IMAGES), help="where the PNGs go")
-    parser.add_argument("--videos", type=int, default=16, help="held-out videos searched for the strip")
+    parser.add_argument("--videos", default="0-15", help="held-out videos searched for the strip: FIRST-LAST or N")
     args = parser.parse_args(argv)
     images = Path(args.images)
     captions = json.loads(SECTION.with_suffix(".json").read_text()) if SECTION.with_suffix(".json").is_file() else {}
     if args.what in ("all", "occlusion"):
         captions["occlusion"] = occlusion_chart(Path(args.results), images / "ap_by_occlusion.png")
     if args.what in ("all", "strip"):
-        captions["strip"] = strip_figure(images / "minvis_vs_dvis_strip.png", args.videos)
+        first, _, last = args.videos.partition("-")
+        captions["strip"] = strip_figure(images / "minvis_vs_dvis_strip.png", range(int(first), int(last or first) + 1))
     if args.what in ("all", "overlays"):
         print("\n".join(str(p) for p in overlay_frames(images)))
     if "occlusion" in captions and "strip" in captions:

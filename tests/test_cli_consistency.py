@@ -88,7 +88,8 @@ def test_dvis_eval_prints_percent_and_takes_both_spellings(tmp_path, capsys):
 
 
 def test_train_device_accepts_cuda_n_and_names_bad_devices(monkeypatch):
-    assert build_parser().parse_args(["train", "tracker", "--device", "cuda:1", "--config", "c.yaml"]).device == "cuda:1"
+    args = build_parser().parse_args(["train", "tracker", "--device", "cuda:1", "--config", "c.yaml"])
+    assert args.device == "cuda:1"
     with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
         distributed.setup("gpu")
     chosen = []
@@ -173,7 +174,8 @@ def test_predictor_one_class_per_track_and_score_threshold(clip, model_dir):
 
 
 def test_segment_shows_both_passes_and_a_summary(tmp_path, clip, model_dir, capsys):
-    assert main(["segment", str(clip), "--model", str(model_dir), "--mode", "online", "--out", str(tmp_path / "o")]) == 0
+    assert main(["segment", str(clip), "--model", str(model_dir), "--mode", "online",
+                 "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "[1/1] clip 1/2 segment" in err and "[1/1] clip 2/2 outputs + overlay" in err
     summary = re.search(r"segmented 1 video\(s\), 4 frames in (\S+) s, (\S+) frames/s", err)

@@ -58,8 +58,8 @@ ONLINE_MODES = ("online", "minvis")
 def vps_warning(config: InferenceConfig) -> str | None:
     """Why task ``vps`` may not give what a user expects from ``config`` (None if it will)."""
     if config.task == "vps" and not config.thing_classes:
-        return ("task vps with a model that has no thing classes (inference.thing_classes is empty): every "
-                "class is treated as stuff, so all objects of a class merge into one segment; set inference.thing_classes in "
+        return ("task vps with a model that has no thing classes (inference.thing_classes is empty): "
+                "every class is treated as stuff, so all objects of a class merge into one segment; set inference.thing_classes in "
                 "the model's config.yaml (thing_classes=[...] in Python) or use task vis")
     return None
 

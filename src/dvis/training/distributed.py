@@ -55,7 +55,8 @@ def _device(local_rank: int, requested: str, world_size: int = 1) -> torch.devic
     index = local_rank
     if device is not None and device.index is not None:
         if world_size > 1:
-            raise ConfigError(f"device {requested!r}: under torchrun each rank uses cuda:LOCAL_RANK; pass --device cuda")
+            raise ConfigError(f"device {requested!r}: under torchrun each rank uses cuda:LOCAL_RANK; "
+                              "pass --device cuda")
         if device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
         index = device.index
