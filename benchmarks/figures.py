@@ -264,7 +264,7 @@ def strip_figure(out: Path, videos: range) -> str:
 # ------------------------------------------------------------------------------ overlays
 def overlay_frames(folder: Path, times=(12, 30, 48)) -> list[Path]:
     """Three frames of a synthetic video like `make demo`'s (seed 7, heavy occlusion) as dvis segment draws them,
-    at 320 x 320 so that the labels are legible."""
+    at 256 x 256 so that the labels are legible."""
     from PIL import Image
 
     from dvis.data.synthetic import render_video
@@ -272,7 +272,7 @@ def overlay_frames(folder: Path, times=(12, 30, 48)) -> list[Path]:
     from dvis.inference.render import render_frame, vis_overlay_entries
 
     predictor = VideoPredictor.from_pretrained(MODEL, device="cpu")
-    video = render_video(seed=7, frames=60, height=320, width=320, objects=(2, 6), occlusion="heavy")
+    video = render_video(seed=7, frames=60, height=256, width=256, objects=(2, 6), occlusion="heavy")
     instances = predictor(list(video.frames))
     shown, colours, texts = vis_overlay_entries(instances.scores, instances.labels, instances.ids,
                                                 predictor.categories.names, RENDER_THRESHOLD)
