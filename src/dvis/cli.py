@@ -18,7 +18,10 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dvis import __version__
+
     parser = argparse.ArgumentParser(prog="dvis", description="Decoupled Video Instance Segmentation")
+    parser.add_argument("--version", action="version", version=f"dvis {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -62,6 +62,8 @@ class InferenceConfig:
             raise InputError(f"semi-online mode needs clip_len >= 1, got {self.clip_len}")
         if self.window_size < 1:
             raise InputError(f"window_size must be >= 1, got {self.window_size}")
+        if self.max_num < 1:
+            raise InputError(f"max_num must be >= 1, got {self.max_num}")
 
 
 @dataclass

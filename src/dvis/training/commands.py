@@ -15,15 +15,17 @@ def register(subparsers) -> None:
         description="Train one stage with the earlier stages frozen. Multi-GPU / multi-node: "
                     "torchrun --nproc_per_node=N -m dvis.cli train ...",
     )
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=STAGES, help="which stage to train (the earlier ones are frozen)")
     # overrides follow the file: `--config FILE KEY=VALUE ...` (argparse cannot take positionals after options)
     parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "KEY=VALUE"),
                         help="training YAML (see configs/), then dotted overrides, e.g. solver.max_iter=100")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/checkpoints/last.pt if it exists (without --resume, a run "
                              "refuses an output_dir that holds one)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda or cuda:N (default auto; under torchrun each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # = --no-progress
     parser.set_defaults(func=run)
 
 
