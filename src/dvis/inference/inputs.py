@@ -21,6 +21,7 @@ import numpy as np
 
 from dvis.data.video import IMAGE_EXTENSIONS, ImageSequence, VideoSource, frame_folder_paths, natural_key, open_video
 from dvis.errors import DataError, InputError
+from dvis.fileio import name_problem, refuse_url, shorten
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -89,6 +90,8 @@ class InputSet:
 def resolve_inputs(inputs: list[str], frames_root: str | None = None) -> InputSet:
     if not inputs:
         raise InputError("no INPUT given: pass video files, frame folders, folders of videos or a YouTube-VIS JSON")
+    for item in inputs:
+        refuse_url(str(item))
     json_inputs = [p for p in inputs if Path(p).suffix.lower() == ".json"]
     if json_inputs:
         if len(inputs) != 1:
@@ -99,6 +102,8 @@ def resolve_inputs(inputs: list[str], frames_root: str | None = None) -> InputSe
     jobs: list[VideoJob] = []
     for item in inputs:
         jobs.extend(_jobs_of(Path(item)))
+    for job in jobs:
+        check_output_name(job, f"input {job.source}")
     _check_unique(jobs)
     return InputSet(jobs, None, list(inputs))
 
@@ -123,6 +128,17 @@ def _jobs_of(path: Path) -> list[VideoJob]:
         raise DataError(f"folder {path} has zero frames ({', '.join(IMAGE_EXTENSIONS)}) and no sub-folders of "
                         f"frames or video files ({', '.join(VIDEO_EXTENSIONS)})")
     return jobs
+
+
+def check_output_name(job: VideoJob, source: str) -> None:
+    """A video's name becomes file names under --out (``<name>.mp4``, ``.partial/<name>.json``,
+    ``pan_pred/<name>/``): refuse one that is a path, '.', '..', holds NUL or control characters,
+    or is too long for a file name. (Refused, not rewritten: a rewritten name could collide with
+    another video's and would no longer match the JSON.)"""
+    problem = name_problem(job.name)
+    if problem is not None:
+        raise InputError(f"{source}: video name {shorten(job.name)} {problem}; output files are named after "
+                         f"videos (OUT/<name>.mp4) and must stay inside --out: give the video a plain name")
 
 
 def _check_unique(jobs: list[VideoJob]) -> None:
@@ -151,6 +167,8 @@ def _from_ytvis(path: Path, frames_root: str | None) -> InputSet:
     if len(set(names)) != len(names):  # fall back on ids, which are unique
         for job in jobs:
             job.name = str(job.video_id)
+    for job in jobs:
+        check_output_name(job, f"{path}: video {shorten(str(job.video_id))}")
     categories = sorted(({"id": c["id"], "name": str(c.get("name", c["id"]))} for c in dataset.categories),
                         key=lambda c: c["id"])
     return InputSet(jobs, categories, [str(path)])

@@ -18,7 +18,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from dvis.evaluation.writers import atomic_write_json
+from dvis.fileio import atomic_write_json
 from dvis.inference.registry import ModelRef
 
 PARTIAL_DIR = ".partial"

@@ -31,12 +31,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from dvis.errors import DVISError, InputError
-from dvis.evaluation.writers import VIPSegWriter, atomic_write_bytes, write_ytvis_results
+from dvis.fileio import atomic_write_bytes
+from dvis.evaluation.writers import VIPSegWriter, write_ytvis_results
 from dvis.inference.categories import Categories, json_categories
 from dvis.inference.engine import VideoAnalysis
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
-from dvis.inference.registry import locate_model
+from dvis.inference.registry import locate_model, resolve_device
 from dvis.inference.render import OverlayVideo, track_colour
 
 __all__ = ["PARTIAL_DIR", "SegmentOptions", "SegmentRun", "check_output_dir", "create_output_dir"]
@@ -120,6 +121,7 @@ class SegmentRun:
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> int:
+        resolve_device(self.options.device)  # a bad --device fails before any work
         inputs = resolve_inputs(self.options.inputs, self.options.frames_root)
         rank, world = shard_from_env()
         check_output_dir(self.out)
