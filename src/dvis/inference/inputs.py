@@ -11,6 +11,7 @@ index and file (a frame whose header cannot be read fails on open, before any wo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -39,12 +40,47 @@ class VideoJob:
             return UntilUnreadable(ImageSequence(self.source, name=self.name))
         return open_frames(self.source)
 
+    def files(self) -> list[Path]:
+        """The files the video is read from: its frames, or the one video file."""
+        if isinstance(self.source, list):
+            return [Path(p) for p in self.source]
+        path = Path(self.source)
+        return frame_folder_paths(path) if path.is_dir() else [path]
+
+    def fingerprint(self) -> dict:
+        """What the video's results were computed from, cheaply: its number of files and a sha256
+        over each file's name, size and content (whole files up to 128 KiB, as frames are; the first
+        and last 64 KiB of larger ones, such as video files). No modification times, so that ranks
+        on machines with their own copies of the inputs agree."""
+        files = self.files()
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(f"{path.name}\0{_file_sample(path, digest)}\n".encode("utf-8", "surrogateescape"))
+        return {"files": len(files), "sha256": digest.hexdigest()}
+
     def frame_names(self, source: VideoSource, num_frames: int) -> list[str]:
         """Per-frame file names for per-frame outputs (PNG): the frame files' stems, else 00000, ..."""
         paths = getattr(source, "paths", None)
         if paths is not None and len(paths) >= num_frames:
             return [Path(p).stem for p in paths[:num_frames]]
         return [f"{t:05d}" for t in range(num_frames)]
+
+
+SAMPLE_BYTES = 64 * 1024
+
+
+def _file_sample(path: Path, digest) -> int:
+    """Feeds ``digest`` the file's content (or its first and last SAMPLE_BYTES); returns its size."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(handle.read(SAMPLE_BYTES))
+            if size > SAMPLE_BYTES:
+                handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+                digest.update(handle.read(SAMPLE_BYTES))
+    except OSError:
+        return -1  # a missing frame changes the fingerprint; opening the video says why
+    return size
 
 
 class UntilUnreadable(VideoSource):
