@@ -109,8 +109,9 @@ def test_eval_vpq_png_paths_must_stay_inside_their_folders(tmp_path, capsys):
 
 def test_a_300_character_path_on_the_command_line_is_one_line(model_dir, tmp_path, capsys):
     long = str(tmp_path / ("x" * 300))
+    write_frame_folder(tmp_path / "clip", random_frames(1))
     for argv in (["segment", long, "--model", str(model_dir), "--out", str(tmp_path / "o")],
-                 ["segment", str(tmp_path), "--model", long, "--out", str(tmp_path / "o")],
+                 ["segment", str(tmp_path / "clip"), "--model", long, "--out", str(tmp_path / "o")],
                  ["eval", "--gt", long, "--pred", long]):
         assert "File name too long" in one_error(capsys, argv)
 
