@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from dvis.errors import InputError
-from dvis.evaluation.writers import atomic_write_json
+from dvis.fileio import atomic_write_json
 
 YTVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
               "AP_light", "AP_medium", "AP_heavy")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from dvis.errors import InputError
 from dvis.modeling.dvis import MODES, TASKS
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from dvis.inference.segment import SegmentOptions, SegmentRun
+
+    if args.mode == "semi-online" and args.clip_len is None:
+        raise InputError("--mode semi-online needs --clip-len N: the refiner runs on clips of N frames (the "
+                         "paper's Table II: 1 is about the tracker alone, 80 or more about offline)")
 
     options = SegmentOptions(
         inputs=args.inputs, out=args.out, model=args.model, weights=args.weights, mode=args.mode,
@@ -26,6 +31,16 @@ def run_models(args: argparse.Namespace) -> int:
     print("\nRun one: dvis segment VIDEO --model NAME [--weights FILE.pth] --out DIR  "
           "(a preset needs its checkpoint: docs/models.md says where to get each)")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 frame, got {value}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -46,7 +61,8 @@ def register(subparsers) -> None:
                    "or release preset name (with --weights)")
     p.add_argument("--weights", help="released DVIS checkpoint (.pth) for a preset --model")
     p.add_argument("--mode", choices=MODES, help="default: the model's")
-    p.add_argument("--clip-len", type=int, help="semi-online clip length in frames")
+    p.add_argument("--clip-len", type=_positive_int, metavar="N",
+                   help="semi-online clip length in frames (required with --mode semi-online)")
     p.add_argument("--task", choices=TASKS, help="default: the model's")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

@@ -8,7 +8,8 @@ folder created.
 Per video the outputs are written first (``<video>.mp4`` overlay, VPS PNGs, VSS PNGs), then a
 partial record ``OUT/.partial/<video>.json`` (atomically, :mod:`dvis.inference.partials`) that
 marks the video as done. A rerun skips videos whose partial is usable: same options and model
-files (sha256), the recorded outputs present, and the overlay rendered if this run renders.
+files (sha256), the same input (number of frame files and a sha256 of their names, sizes and
+contents), the recorded outputs present, and the overlay rendered if this run renders.
 Rank r of ``WORLD_SIZE`` processes videos ``r, r + W, ...``; rank 0 then waits until every
 video's partial is usable (saying why one is not) and merges them into ``OUT/results.json``
 (VIS) or ``OUT/pred.json`` (VPS), each written atomically.
@@ -31,12 +32,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from dvis.errors import DVISError, InputError
-from dvis.evaluation.writers import VIPSegWriter, atomic_write_bytes, write_ytvis_results
+from dvis.fileio import atomic_write_bytes
+from dvis.evaluation.writers import VIPSegWriter, write_ytvis_results
 from dvis.inference.categories import Categories, json_categories
 from dvis.inference.engine import VideoAnalysis
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
-from dvis.inference.registry import locate_model
+from dvis.inference.registry import locate_model, resolve_device
 from dvis.inference.render import OverlayVideo, track_colour, vis_overlay_entries
 from dvis.inference.results import select_entries
 
@@ -122,14 +124,18 @@ class SegmentRun:
         self.categories: Categories | None = None
         self.partials: Partials | None = None
         self._step = lambda frames: None  # pass-2 progress
+        self._sources: dict[str, dict] = {}  # video name -> fingerprint of its input (once per run)
+        self._jobs: dict[str, VideoJob] = {}
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> int:
+        resolve_device(self.options.device)  # a bad --device fails before any work
         started = time.monotonic()
         inputs = resolve_inputs(self.options.inputs, self.options.frames_root)
         rank, world = shard_from_env()
         check_output_dir(self.out)
         self.partials = self._partials()
+        self._jobs = {job.name: job for job in inputs.jobs}
         mine = inputs.jobs[rank::world]
         todo = [job for job in mine if not self._is_done(job)]
         if len(todo) < len(mine):
@@ -186,8 +192,13 @@ class SegmentRun:
         return json_categories(inputs.categories, num_classes, inputs.sources[0])
 
     # ------------------------------------------------------------------------------ partials
+    def _source(self, name: str) -> dict:
+        if name not in self._sources:
+            self._sources[name] = self._jobs[name].fingerprint()
+        return self._sources[name]
+
     def _is_done(self, job: VideoJob) -> bool:
-        problem = self.partials.problem(job.name)
+        problem = self.partials.problem(job.name, self._source(job.name))
         if problem not in (None, NO_PARTIAL):
             log(f"{job.name}: recomputing ({problem})")
         return problem is None
@@ -198,7 +209,7 @@ class SegmentRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         pending, reported, announced = [job.name for job in jobs], {}, False
         while True:
-            problems = {name: self.partials.problem(name) for name in pending}
+            problems = {name: self.partials.problem(name, self._source(name)) for name in pending}
             pending = [name for name, problem in problems.items() if problem is not None]
             if not pending:
                 return
@@ -252,7 +263,8 @@ class SegmentRun:
                     data, outputs = self._write_outputs(job, source, analysis)
         overlay = {"file": f"{job.name}.mp4", "render_threshold": self.options.render_threshold}
         self.partials.write(job.name, {
-            "name": job.name, "video_id": job.video_id, "task": analysis.config.task,
+            "name": job.name, "video_id": job.video_id, "source": self._source(job.name),
+            "task": analysis.config.task,
             "num_frames": analysis.num_frames, "outputs": outputs,
             "overlay": overlay if self.options.render else None, "data": data})
         return analysis.num_frames

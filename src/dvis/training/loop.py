@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dvis.errors import ConfigError, DVISError
-from dvis.evaluation.writers import OutputWriteError
-from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, atomic_write, save_pretrained
+from dvis.errors import ConfigError, DVISError, OutputWriteError
+from dvis.fileio import atomic_write, writing
+from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, save_pretrained
 from dvis.training import distributed
 from dvis.training.cache import SegmenterCache, fingerprint
 from dvis.training.checkpoint import (
@@ -44,7 +44,6 @@ from dvis.training.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
-    writing,
 )
 from dvis.training.config import STAGES, SolverConfig, TrainConfig, dump_config
 from dvis.training.data import ClipOrder, StepBatchSampler, build_clip_dataset, build_loader, build_video_dataset
@@ -435,8 +434,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=self.fields)
         writer.writeheader()
         writer.writerows(rows)
-        with writing(self.path, "metrics file"):
-            atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()))
+        atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()), "metrics file")
 
     def write(self, row: dict) -> None:
         fields = self.fields or list(row.keys())
