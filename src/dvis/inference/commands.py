@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dvis.modeling.dvis import MODES, TASKS
+from dvis.modeling.fast_path import PRECISIONS
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -14,7 +15,8 @@ def run_segment(args: argparse.Namespace) -> int:
         inputs=args.inputs, out=args.out, model=args.model, weights=args.weights, mode=args.mode,
         task=args.task, clip_len=args.clip_len, device=args.device, render=not args.no_render,
         frames_root=args.frames_root, spill_dir=args.spill_dir, spill_dtype=args.spill_dtype,
-        render_threshold=args.render_threshold, merge_timeout=args.merge_timeout, quiet=args.quiet)
+        render_threshold=args.render_threshold, merge_timeout=args.merge_timeout, quiet=args.quiet,
+        precision=args.precision)
     return SegmentRun(options).run()
 
 
@@ -41,5 +43,8 @@ def register(subparsers) -> None:
                    help="float16 halves the spill's disk use (results may differ on boundary pixels)")
     p.add_argument("--render-threshold", type=float, default=0.3, help="draw tracks with score >= this")
     p.add_argument("--merge-timeout", type=float, help="rank 0: seconds to wait for other ranks (default: forever)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="segmenter arithmetic: fp32 (exact, default) or bf16 (fast path: bfloat16 autocast, "
+                        "~2x faster on CPUs with AVX512-BF16; see docs/model.md for its deviation)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_segment)

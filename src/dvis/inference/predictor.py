@@ -148,7 +148,7 @@ class VideoPredictor:
                              "(offline modes need the whole video: call the predictor instead)")
         if window < 1:
             raise InputError(f"window must be >= 1, got {window}")
-        tracker = OnlineTracker(self.model, config.mode, with_masks=True)
+        tracker = OnlineTracker(self.model, config.mode, with_masks=True, precision=config.precision)
         logit_sum, seen = None, 0
         for frames in frame_windows(frames_of(video), window):
             pixel_values, resized = prepare_window(self.model, frames, config)

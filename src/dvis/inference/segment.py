@@ -59,6 +59,7 @@ class SegmentOptions:
     render_threshold: float = 0.3
     merge_timeout: float | None = None
     quiet: bool = False
+    precision: str = "fp32"  # segmenter: fp32 (exact) or bf16 (fast path)
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -163,7 +164,7 @@ class SegmentRun:
         o = self.options
         self.predictor = VideoPredictor.from_pretrained(
             o.model, device=device, weights=o.weights, spill_dir=o.spill_dir, spill_dtype=o.spill_dtype,
-            mode=o.mode, task=o.task, clip_len=o.clip_len)
+            mode=o.mode, task=o.task, clip_len=o.clip_len, precision=o.precision)
         self.predictor.options()  # a mode the model cannot run fails here, before any output
 
     def _categories(self, inputs: InputSet) -> Categories:
