@@ -6,6 +6,7 @@ import argparse
 
 from dvis.errors import InputError
 from dvis.modeling.dvis import MODES, TASKS
+from dvis.modeling.fast_path import PRECISIONS
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -20,7 +21,8 @@ def run_segment(args: argparse.Namespace) -> int:
         task=args.task, clip_len=args.clip_len, device=args.device, render=not args.no_render,
         frames_root=args.frames_root, spill_dir=args.spill_dir, spill_dtype=args.spill_dtype,
         render_threshold=args.render_threshold, merge_timeout=args.merge_timeout, quiet=args.no_progress,
-        max_num=args.max_num, score_threshold=args.score_threshold, one_class_per_track=args.one_class_per_track)
+        max_num=args.max_num, score_threshold=args.score_threshold, one_class_per_track=args.one_class_per_track,
+        precision=args.precision)
     return SegmentRun(options).run()
 
 
@@ -80,6 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--render-threshold", type=float, default=0.3,
                    help="overlay: draw tracks whose best score is >= this (default 0.3)")
     p.add_argument("--merge-timeout", type=float, help="rank 0: seconds to wait for other ranks (default: forever)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="segmenter arithmetic: fp32 (exact, default) or bf16 (fast path: bfloat16 autocast, "
+                        "~2x faster on CPUs with AVX512-BF16; see docs/model.md for its deviation)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # = --no-progress
     p.set_defaults(func=run_segment)

@@ -65,6 +65,7 @@ class SegmentOptions:
     max_num: int | None = None  # VIS: (query, class) pairs kept per video (default: the model's)
     score_threshold: float = 0.0  # VIS: results.json keeps entries with score >= this
     one_class_per_track: bool = False  # VIS: results.json keeps each track's best entry only
+    precision: str = "fp32"  # segmenter: fp32 (exact) or bf16 (fast path)
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -179,7 +180,7 @@ class SegmentRun:
 
         self.predictor = VideoPredictor.from_pretrained(
             o.model, device=device, weights=o.weights, spill_dir=o.spill_dir, spill_dtype=o.spill_dtype,
-            mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num)
+            mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num, precision=o.precision)
         config = self.predictor.options()  # a mode the model cannot run fails here, before any output
         if vps_warning(config):
             log(f"warning: {vps_warning(config)}")
