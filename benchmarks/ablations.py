@@ -379,6 +379,9 @@ def report(plan: Plan, meta: dict) -> str:
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
     lines += timing_section(meta)
+    figures = ROOT / "benchmarks" / "results" / "figures.md"  # the Figures section, by benchmarks/figures.py
+    if figures.is_file():
+        lines += ["", figures.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 

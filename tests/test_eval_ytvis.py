@@ -334,3 +334,65 @@ def test_malformed_ground_truth_names_the_field() -> None:
     del gt["annotations"][0]["areas"]
     with pytest.raises(DataError, match=r"annotations\[0\].*'areas'"):
         parse_ground_truth(gt, "gt.json")
+
+
+# ----------------------------------------------------------------------------- long videos (issue 14.1)
+
+
+def long_tracks(frames: int) -> list[np.ndarray]:
+    """Two moving squares on ``frames`` 16x16 frames, (frames, H, W) bool each."""
+    tracks = [np.zeros((frames, H, W), dtype=bool) for _ in range(2)]
+    for t in range(frames):
+        tracks[0][t, t % 8:t % 8 + 4, 0:4] = True
+        tracks[1][t, 8:12, t % 8:t % 8 + 6] = True
+    return tracks
+
+
+def test_ground_truth_of_300_frame_tracks_as_predictions_scores_one(tmp_path: Path) -> None:
+    """pycocotools' mask.area builds a uint8 array of the count: >= 256 masks overflowed (numpy 2)."""
+    from dvis.evaluation.ytvis import evaluate_files
+
+    frames = 300
+    gt = gt_dict([{"category_id": 1, "masks": m} for m in long_tracks(frames)])
+    gt["videos"] = [{"id": 1, "height": H, "width": W, "length": frames}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": a["segmentations"]}
+               for a in gt["annotations"]]
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    result = evaluate_files(tmp_path / "gt.json", tmp_path / "res.json")
+    assert result["AP"] == pytest.approx(1.0, abs=1e-12) and result["AR100"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_a_video_with_300_objects_of_one_category_is_evaluated() -> None:
+    """300 ground-truth masks of one video and category go through pycocotools' area in one call
+    (detections are cut to the 100 best first; 299 of the objects are crowd, so AP stays 1)."""
+    truth = box(0, 0)
+    crowd = [{"category_id": 1, "masks": box(8 + (i % 2) * 4, 8, size=2), "iscrowd": 1} for i in range(299)]
+    result = evaluate(gt_dict([{"category_id": 1, "masks": truth}, *crowd]), [det(truth, 0.9)])
+    assert result["AP"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_areas_of_more_than_255_masks_are_exact() -> None:
+    from dvis.evaluation.rle import areas
+
+    masks = np.zeros((600, 4, 5), dtype=bool)
+    for t in range(600):
+        masks.reshape(600, -1)[t, :t % 21] = True
+    np.testing.assert_array_equal(areas(encode_masks(masks)), [t % 21 for t in range(600)])
+
+
+def test_every_pycocotools_call_of_the_package_takes_300_masks() -> None:
+    """The other wrappers of pycocotools (encode, decode, IoU, polygons, uncompressed RLE) with 300."""
+    from dvis.data import masks as data_masks
+    from dvis.evaluation.rle import areas, intersections, to_rle
+
+    masks = np.stack(long_tracks(300)[0])
+    rles = encode_masks(masks)
+    as_bytes = [{"size": r["size"], "counts": r["counts"].encode()} for r in rles]
+    sums = masks.reshape(300, -1).sum(1).astype(float)
+    np.testing.assert_array_equal(np.diag(intersections(as_bytes, as_bytes, sums, sums)), sums)
+    polygon = [[0, 0, 4, 0, 4, 4, 0, 4]] * 300
+    assert areas([to_rle(polygon, H, W, "p")])[0] == data_masks.decode(polygon, H, W).sum() > 0
+    uncompressed = {"size": [H, W], "counts": [0] + [1] * 255 + [1]}
+    assert data_masks.decode(uncompressed, H, W).sum() == 128
+    assert all(np.array_equal(data_masks.decode(r, H, W), m) for r, m in zip(rles, masks))

@@ -100,7 +100,10 @@ def test_ytvis_preset_writes_ids_from_one_and_draws_names(tmp_path, monkeypatch)
     results = json.loads((out / "results.json").read_text())
     assert [r["category_id"] for r in results] == [label + 1 for label in reference.labels.tolist()]
     names = dict(presets.dataset_categories("ytvis19"))
-    assert texts and {text.rsplit(" ", 1)[0] for text in texts} <= {names[r["category_id"]] for r in results}
+    ids = {str(r["track_id"]) for r in results}
+    labels = [text.split(" ") for text in texts]  # "id class score"
+    assert texts and all(len(parts) == 3 and parts[0] in ids for parts in labels)
+    assert {parts[1] for parts in labels} <= {names[r["category_id"]] for r in results}
     predictor = VideoPredictor.from_pretrained(name, weights=tmp_path / "w.pth", device="cpu")
     assert predictor.categories.names[0] == "person" and predictor.categories.ids[0] == 1
 

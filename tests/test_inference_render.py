@@ -11,7 +11,9 @@ from pycocotools import mask as mask_api
 
 from dvis.cli import main
 from dvis.data.video import open_video
-from dvis.inference.render import ALPHA, render_frame, track_colour
+from scipy import ndimage
+
+from dvis.inference.render import ALPHA, Style, label_anchor, label_boxes, outline, render_frame, track_colour
 from inference_helpers import save_tiny_model, write_video
 
 
@@ -44,7 +46,7 @@ def test_render_frame_blends_each_mask_with_its_colour():
     masks[0, 5:20, 5:25] = True
     masks[1, 25:38, 30:58] = True
     colours = [(255, 0, 0), (0, 0, 255)]
-    out = render_frame(frame, masks, colours, ["", ""])
+    out = render_frame(frame, masks, colours, ["", ""], outlines=False)
     for mask, colour in zip(masks, colours):
         expected = (100 * (1 - ALPHA) + np.asarray(colour) * ALPHA).astype(np.uint8)
         assert (out[mask] == expected).all()
@@ -53,21 +55,114 @@ def test_render_frame_blends_each_mask_with_its_colour():
     assert (frame == 100).all()  # the input frame is left as it was
 
 
-def test_render_frame_draws_the_label_at_the_mask_top_left():
+def test_render_frame_draws_the_label_on_the_object_in_its_colour():
     frame = blank(60, 120)
     masks = np.zeros((1, 60, 120), bool)
     masks[0, 20:50, 30:110] = True
     colour = (0, 255, 0)
     plain = render_frame(frame, masks, [colour], [""])
-    labelled = render_frame(frame, masks, [colour], ["person 0.93"])
+    labelled = render_frame(frame, masks, [colour], ["3 person 0.93"])
     changed = (labelled != plain).any(-1)
     ys, xs = np.nonzero(changed)
-    assert changed.any() and ys.min() >= 19 and xs.min() >= 29  # the label box starts at the mask's corner
-    assert ys.max() < 20 + 16 and xs.max() > 30 + 30  # one text line, several characters wide
+    assert changed.any() and masks[0][changed].all()  # the label lies on the object
+    assert abs((ys.min() + ys.max()) / 2 - 34.5) <= 2 and abs((xs.min() + xs.max()) / 2 - 69.5) <= 2  # centred
+    assert ys.max() - ys.min() < 20 and xs.max() - xs.min() > 40  # one text line, several characters wide
     box = labelled[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     assert (box == colour).all(-1).any()  # box filled with the track colour
-    assert (box.astype(int).sum(-1) < 40).any()  # dark (anti-aliased black) text on it
+    assert (box.astype(int).sum(-1) < 60).any()  # dark text on the light green box
     assert (labelled[~changed] == plain[~changed]).all()
+    [box_drawn] = label_boxes(masks, ["3 person 0.93"], (60, 120))
+    assert changed[box_drawn[1]:box_drawn[3], box_drawn[0]:box_drawn[2]].mean() > 0.9
+
+
+def test_label_goes_to_the_largest_component_not_the_bounding_box():
+    """Two pieces of one mask far apart: the bounding box's corner and centre are on neither."""
+    masks = np.zeros((1, 120, 160), bool)
+    masks[0, 5:15, 5:15] = True  # small piece, top left
+    masks[0, 70:115, 100:155] = True  # large piece, bottom right
+    assert label_anchor(masks[0]) == pytest.approx((127.0, 92.0))
+    [box] = label_boxes(masks, ["7 cat 0.80"], (120, 160))
+    assert box[0] >= 90 and box[1] >= 60  # on the large piece
+
+
+def test_label_anchor_of_a_ring_is_on_the_ring():
+    ys, xs = np.mgrid[0:80, 0:80]
+    radius = np.hypot(ys - 40, xs - 40)
+    ring = (radius > 25) & (radius < 32)
+    x, y = label_anchor(ring)
+    assert ring[int(y), int(x)]
+
+
+def inside(box, height, width) -> bool:
+    return 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_labels_at_the_frame_edges_stay_inside_the_frame(corner):
+    height, width = 64, 128
+    masks = np.zeros((1, height, width), bool)
+    rows = slice(0, 4) if corner[0] == 0 else slice(height - 4, height)
+    cols = slice(0, 4) if corner[1] == 0 else slice(width - 4, width)
+    masks[0, rows, cols] = True
+    text = "12 motorcycle 0.99"
+    [box] = label_boxes(masks, [text], (height, width))
+    assert box is not None and inside(box, height, width)
+    out = render_frame(blank(height, width), masks, [(255, 0, 0)], [text])
+    plain = render_frame(blank(height, width), masks, [(255, 0, 0)], [""])
+    ys, xs = np.nonzero((out != plain).any(-1))
+    assert ys.min() >= box[1] and ys.max() < box[3] and xs.min() >= box[0] and xs.max() < box[2]
+
+
+def test_labels_of_overlapping_objects_do_not_overlap():
+    height, width = 120, 160
+    masks = np.zeros((8, height, width), bool)
+    for n in range(8):  # eight objects crowded around the centre
+        masks[n, 50 + n % 3:70 + n % 3, 70 + n:90 + n] = True
+    texts = [f"{n} person 0.{90 - n}" for n in range(8)]
+    boxes = label_boxes(masks, texts, (height, width))
+    assert all(box is not None and inside(box, height, width) for box in boxes)
+    assert not any(overlap(a, b) for a, b in itertools.combinations(boxes, 2))
+    assert boxes[0][0] <= 80 <= boxes[0][2] and boxes[0][1] <= 61 <= boxes[0][3]  # the first stays on its object
+
+
+def test_a_label_without_room_is_left_out_not_drawn_over_another():
+    masks = np.ones((3, 12, 40), bool)
+    boxes = label_boxes(masks, ["1 a", "2 b", "3 c"], (12, 40))
+    assert boxes[0] is not None and sum(box is None for box in boxes) >= 1
+    drawn = [box for box in boxes if box is not None]
+    assert not any(overlap(a, b) for a, b in itertools.combinations(drawn, 2))
+
+
+def test_outline_is_drawn_on_the_mask_border_in_the_track_colour():
+    frame = blank(90, 120)
+    masks = np.zeros((1, 90, 120), bool)
+    masks[0, 20:70, 30:100] = True
+    colour = (255, 0, 255)
+    out = render_frame(frame, masks, [colour], [""])
+    border = masks[0] & ~ndimage.binary_erosion(masks[0])
+    assert border.sum() == 2 * (50 + 70) - 4
+    assert (out[border] == colour).all()  # full colour on the border
+    interior = ndimage.binary_erosion(masks[0], iterations=2)
+    blended = (100 * (1 - ALPHA) + np.asarray(colour) * ALPHA).astype(np.uint8)
+    assert (out[interior] == blended).all()  # blended inside
+    assert (out[~masks[0]] == 100).all()  # the outline stays on the mask
+    assert (outline(masks[0], 1) == border).all()
+
+
+def test_text_and_outline_scale_with_the_resolution():
+    small, large = Style.for_frame(128, 128), Style.for_frame(1080, 1920)
+    assert large.text_size >= 3 * small.text_size - 3 and large.outline == 3 and small.outline == 1
+    masks_small = np.zeros((1, 128, 128), bool)
+    masks_small[0, 30:90, 30:90] = True
+    masks_large = np.zeros((1, 1080, 1920), bool)
+    masks_large[0, 300:800, 600:1400] = True
+    [a] = label_boxes(masks_small, ["5 dog 0.91"], (128, 128))
+    [b] = label_boxes(masks_large, ["5 dog 0.91"], (1080, 1920))
+    assert (b[3] - b[1]) > 2.5 * (a[3] - a[1])
 
 
 def test_render_frame_without_pixels_draws_no_label():
@@ -84,25 +179,26 @@ def smooth_frames(count: int, height: int = 48, width: int = 64) -> list[np.ndar
 
 
 def expected_overlay(frame: np.ndarray, entries: list[dict], t: int) -> np.ndarray:
-    """What dvis segment draws at --render-threshold 0: per track its best-scoring entry."""
+    """What dvis segment draws at --render-threshold 0: per track its best-scoring entry, labelled
+    ``id class score``."""
     best: dict[int, dict] = {}
     for entry in entries:  # results.json keeps the descending score order
         best.setdefault(entry["track_id"], entry)
     shown = [e for e in entries if best[e["track_id"]] is e]
     masks = np.stack([mask_api.decode(e["segmentations"][t]).astype(bool) for e in shown])
-    texts = [f"class {e['category_id']} {e['score']:.2f}" for e in shown]
+    texts = [f"{e['track_id']} class {e['category_id']} {e['score']:.2f}" for e in shown]
     return render_frame(frame, masks, [track_colour(e["track_id"]) for e in shown], texts)
 
 
 def test_overlay_video_has_the_source_frames_fps_and_masks(tmp_path, model_dir):
-    frames = smooth_frames(9)
+    frames = smooth_frames(9, 96, 128)
     write_video(tmp_path / "walk.mp4", frames, fps=7)
     source = list(open_video(tmp_path / "walk.mp4"))  # as decoded (the overlay is drawn on these)
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "walk.mp4"), "--model", str(model_dir), "--mode", "online",
                  "--out", str(out), "--render-threshold", "0", "--quiet"]) == 0
     overlay = open_video(out / "walk.mp4")
-    assert overlay.fps == pytest.approx(7) and (overlay.width, overlay.height) == (64, 48)
+    assert overlay.fps == pytest.approx(7) and (overlay.width, overlay.height) == (128, 96)
     rendered = list(overlay)
     assert len(rendered) == 9
     entries = json.loads((out / "results.json").read_text())
@@ -110,4 +206,5 @@ def test_overlay_video_has_the_source_frames_fps_and_masks(tmp_path, model_dir):
         expected = expected_overlay(source[t], entries, t).astype(int)
         drawn = np.abs(expected - source[t]).mean()
         assert drawn > 10, "the test needs visible masks"
-        assert np.abs(expected - rendered[t]).mean() < drawn / 4
+        # thin outlines and text in full colour suffer from yuv420's halved chroma resolution
+        assert np.abs(expected - rendered[t]).mean() < drawn / 3

@@ -151,3 +151,53 @@ def test_differences_name_each_changed_option_and_file():
     assert f"model.safetensors sha256 {'b' * 12} (partial) vs sha256 {'c' * 12} (this run)" in text
     assert "config.yaml" not in text
     assert "weights absent (partial)" in differences({"model_files": {}}, {"model_files": {"weights": "d" * 64}})
+
+
+# ----------------------------------------------------------------------------- changed inputs (issue 14.3)
+
+
+def test_a_video_whose_frames_changed_is_recomputed(tmp_path, model_dir, count_videos, capsys):
+    """Fewer frames, or other pixels in as many frames: the partial is stale and the video is redone."""
+    out = tmp_path / "out"
+    args = (clip(tmp_path, frames=8), "--model", model_dir, "--mode", "online", "--out", out, "--no-render")
+    assert segment(*args) == 0
+    shutil.rmtree(tmp_path / "clip")
+    write_frame_folder(tmp_path / "clip", random_frames(4))
+    assert segment(*args) == 0
+    assert count_videos == ["clip", "clip"]
+    assert "clip: recomputing (its input changed: 4 frame file(s) now, 8 when the partial was made)" in \
+        capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results and all(len(entry["segmentations"]) == 4 for entry in results)
+    write_frame_folder(tmp_path / "clip", random_frames(4, seed=1))  # same names and count, other pixels
+    assert segment(*args) == 0
+    assert count_videos == ["clip"] * 3
+    assert "its input changed: same number of files, other contents" in capsys.readouterr().err
+    assert segment(*args) == 0  # unchanged: the partial is used
+    assert count_videos == ["clip"] * 3
+
+
+def test_a_video_file_that_changed_is_recomputed(tmp_path, model_dir, count_videos, capsys):
+    from inference_helpers import write_video
+
+    video, out = tmp_path / "v.mp4", tmp_path / "out"
+    write_video(video, random_frames(6))
+    args = (video, "--model", model_dir, "--mode", "online", "--out", out, "--no-render")
+    assert segment(*args) == 0
+    write_video(video, random_frames(3, seed=2))
+    assert segment(*args) == 0
+    assert count_videos == ["v", "v"] and "v: recomputing (its input changed" in capsys.readouterr().err
+    assert all(len(entry["segmentations"]) == 3 for entry in json.loads((out / "results.json").read_text()))
+
+
+def test_a_partial_without_a_recorded_input_is_recomputed(tmp_path, model_dir, count_videos, capsys):
+    out = tmp_path / "out"
+    args = (clip(tmp_path), "--model", model_dir, "--mode", "online", "--out", out, "--no-render")
+    assert segment(*args) == 0
+    record = json.loads((out / ".partial" / "clip.json").read_text())
+    assert record["source"]["files"] == 3 and len(record["source"]["sha256"]) == 64
+    del record["source"]  # as written by an older dvis
+    (out / ".partial" / "clip.json").write_text(json.dumps(record))
+    assert segment(*args) == 0
+    assert count_videos == ["clip", "clip"]
+    assert "its partial does not record its input (older format)" in capsys.readouterr().err

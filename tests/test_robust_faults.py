@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from dvis.cli import main as dvis_main
 from dvis.data.writer import VideoWriter
+from dvis import fileio
 from dvis.evaluation import writers
 from dvis.modeling.dvis import DVIS
 from dvis.modeling.io import save_pretrained
@@ -142,10 +143,9 @@ from dvis.training import checkpoint
 path = Path(sys.argv[1])
 checkpoint.save_checkpoint(path, {"stage": "segmenter", "iteration": 2, "model": {"w": torch.ones(1000)}})
 
-def dying_save(payload, target):  # writes part of the file, then the process is killed
-    with open(target, "wb") as handle:
-        handle.write(b"PK\\x03\\x04" + b"\\0" * 5000)
-        handle.flush()
+def dying_save(payload, handle):  # writes part of the open file, then the process is killed
+    handle.write(b"PK\\x03\\x04" + b"\\0" * 5000)
+    handle.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
 torch.save = dying_save
@@ -268,7 +268,7 @@ def test_disk_full_during_segment_is_a_clear_error_and_keeps_previous_results(se
     def no_space(_fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(writers.os, "fsync", no_space)
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
     capsys.readouterr()
     assert dvis_main(argv) == 2
     err = capsys.readouterr().err
@@ -279,7 +279,8 @@ def test_disk_full_during_segment_is_a_clear_error_and_keeps_previous_results(se
 
 _FILE_SIZE_LIMIT = """
 import resource, signal, sys
-from dvis.evaluation.writers import OutputWriteError, write_ytvis_results
+from dvis.errors import OutputWriteError
+from dvis.evaluation.writers import write_ytvis_results
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write() fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

@@ -14,7 +14,7 @@ from test_train_common import config_dict, make_config, one_thread, synthetic_ro
 
 from dvis.cli import main
 from dvis.errors import ConfigError, DataError
-from dvis.evaluation.writers import OutputWriteError
+from dvis.errors import OutputWriteError
 from dvis.training import cache as cache_module
 from dvis.training import checkpoint as checkpoint_module
 from dvis.training import loop as loop_module
@@ -131,7 +131,7 @@ def test_disk_full_while_caching_names_the_cache_file(tmp_path, synthetic_root, 
     from test_train_common import saved_model
 
     init = saved_model(tmp_path / "init", ("segmenter",))
-    monkeypatch.setattr(cache_module, "save_file", disk_full)
+    monkeypatch.setattr(cache_module, "save_safetensors", disk_full)
     config = make_config("tracker", synthetic_root, tmp_path / "o", init, cache={"enabled": "on"})
     with pytest.raises(OutputWriteError, match=r"cannot write the segmenter cache file .*video_000000\.safetensors"):
         Trainer(config, "tracker", progress=False)

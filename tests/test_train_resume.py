@@ -106,8 +106,8 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, synthetic_ro
     path = checkpoint_path(tmp_path / "o")
     before = path.read_bytes()
 
-    def broken_save(obj, target):
-        Path(target).write_bytes(b"half a checkpoint")
+    def broken_save(obj, handle):  # torch.save is given the open temporary file
+        handle.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)

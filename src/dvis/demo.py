@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("HEIGHT", "WIDTH"))
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # old spelling
     return p.parse_args(argv)
 
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> dict:
                            width=args.size[1], occlusion="heavy", overwrite=True)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # always recompute
     options = SegmentOptions(inputs=[str(annotations)], out=str(out), model=args.model, mode="offline",
-                             task="vis", device=args.device, quiet=args.quiet)
+                             task="vis", device=args.device, quiet=args.no_progress)
     SegmentRun(options).run()
     result = evaluate_files(annotations, out / "results.json")
     print(f"\nvideo: {annotations.parent / 'JPEGImages'} ({args.frames} frames, heavy occlusion, seed {args.seed})")

@@ -26,3 +26,11 @@ class ConfigError(DVISError, KeyError):
 
 class DataError(DVISError, ValueError):
     """A dataset, annotation or video file is malformed or missing."""
+
+
+class OutputWriteError(DataError, OSError):
+    """An output file could not be written (disk full, permissions); still an OSError for callers
+    that catch those, and a DVISError for the command line's clear ``error:`` line."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) tuples
+        return str(self.args[0]) if self.args else ""

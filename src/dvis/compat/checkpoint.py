@@ -32,7 +32,7 @@ from dvis.compat.official import (
     check_segmenter_state_dict,
 )
 from dvis.errors import CheckpointError
-from dvis.modeling.io import check_finite
+from dvis.modeling.io import check_finite, load_failure
 
 PER_PART_LISTED = 10  # keys listed per part (backbone.*, tracker.*, ...) and kind of problem
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format, whatever the file is called
@@ -54,10 +54,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - the weights-only unpickler raises IndexError, struct.error, ...
         # on junk bytes; safetensors raises SafetensorError. Nothing ran (no code is unpickled).
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path}: not a readable weights-only checkpoint (torch.load(weights_only=True) or "
-            f"safetensors): {first_line}"
+            f"safetensors): {load_failure(err, path)}"
         ) from None
     return unwrap_state_dict(raw, str(path))
 

@@ -31,11 +31,11 @@ def register(subparsers) -> None:
         "look-alike instances. Writes OUT/JPEGImages/<video>/<frame>.jpg and OUT/annotations.json.",
     )
     parser.add_argument("out", metavar="OUT", help="output folder (must be empty or absent)")
-    parser.add_argument("--videos", type=int, required=True, help="number of videos")
-    parser.add_argument("--frames", type=int, required=True, help="frames per video")
-    parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same bytes)")
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--videos", type=int, default=1, help="number of videos (default 1)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per video (default 60)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed, same bytes)")
+    parser.add_argument("--height", type=int, default=128, help="frame height (default 128)")
+    parser.add_argument("--width", type=int, default=128, help="frame width (default 128)")
     parser.add_argument("--objects", type=_range, default=(2, 6), metavar="MIN-MAX",
                         help="objects per video (default 2-6)")
     parser.add_argument("--occlusion", choices=OCCLUSION_LEVELS, default="medium",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -33,12 +32,12 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dvis.data.fsutil import give_default_mode
 from dvis.data.synth_render import FrameRenderer, RenderedFrame
 from dvis.data.synth_scene import OCCLUSION_LEVELS, STUFF_NAMES, SceneSpec, sample_scene
 from dvis.data.synth_shapes import SHAPES
 from dvis.data.vipseg import id_to_rgb
 from dvis.errors import InputError
+from dvis.fileio import make_dir_beside, writing
 
 THING_CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
 STUFF_CATEGORIES = [
@@ -296,12 +295,13 @@ def generate(
         raise InputError(f"videos must be >= 1, got {videos}")
     out = Path(out_dir)
     _check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with writing(out, "synthetic set"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = make_dir_beside(out)
     try:
-        _write_set(staging, videos, frames, seed, height, width, objects, occlusion, panoptic)
-        give_default_mode(staging)
-        _move_into_place(staging, out)
+        with writing(out, "synthetic set"):  # disk full: OutputWriteError, and no partial set is left
+            _write_set(staging, videos, frames, seed, height, width, objects, occlusion, panoptic)
+            _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

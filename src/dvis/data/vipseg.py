@@ -25,6 +25,7 @@ from PIL import Image
 from dvis.data.video import read_image
 from dvis.data.ytvis import FrameInstances, load_json
 from dvis.errors import DataError
+from dvis.fileio import name_problem, relative_path_problem, shorten
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -173,13 +174,21 @@ class VIPSegDataset:
             if not isinstance(image, dict) or not _is_id(image.get("id")) \
                     or not isinstance(image.get("file_name"), str):
                 raise self.fail(f"{where}, images[{index}]", "fields 'id' and 'file_name' (a string) are required")
+            self._inside(f"{where}, images[{index}], field 'file_name'", image["file_name"], relative_path_problem)
             by_id[image["id"]] = image
         return by_id
+
+    def _inside(self, where: str, name: str, check) -> None:
+        """Paths are built from video ids and file names: they must stay inside their folders."""
+        problem = check(name)
+        if problem is not None:
+            raise self.fail(where, f"{shorten(name)} {problem}; files are read from inside the set's folders")
 
     def _video(self, index: int, ann, images: dict) -> PanopticVideo:
         self._check_id(f"annotations[{index}]", ann, "video_id")
         video_id = str(ann["video_id"])
         where = f"video {video_id}"
+        self._inside(f"annotations[{index}], field 'video_id'", video_id, name_problem)
         video_images = images.get(ann["video_id"])
         if video_images is None:
             raise self.fail(where, "field 'video_id' names no entry of 'videos'")
@@ -194,6 +203,7 @@ class VIPSegDataset:
         for t, frame in enumerate(frames):
             if not isinstance(frame, dict) or not isinstance(frame.get("file_name"), str):
                 raise self.fail(f"{where}, frame {t}", "expected an object with 'file_name' (a string)")
+            self._inside(f"{where}, frame {t}, field 'file_name'", frame["file_name"], relative_path_problem)
             image = video_images.get(frame.get("image_id")) if _is_id(frame.get("image_id")) else None
             if image is None:
                 raise self.fail(f"{where}, frame {t}", f"field 'image_id' = {frame.get('image_id')!r} is not in 'videos'")

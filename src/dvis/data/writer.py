@@ -1,11 +1,11 @@
 """Atomic video writer: mp4 through PyAV (libx264, or mpeg4 when the bundled FFmpeg lacks it)
 and GIF through Pillow. Frames go to a temporary file beside the target, which replaces the
-target only when the writer closes without an exception; on an exception nothing is left."""
+target only when the writer closes without an exception; on an exception nothing is left. A
+failed write (disk full) is an :class:`~dvis.errors.OutputWriteError` naming the target."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,8 +13,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from dvis.data.fsutil import give_default_mode
 from dvis.errors import DataError, InputError
+from dvis.fileio import new_temp_file, writing
 
 MP4_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 GIF_SUFFIX = ".gif"
@@ -55,9 +55,8 @@ class VideoWriter:
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
             raise DataError(f"video output {self.path}: folder {folder} does not exist")
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=folder)
-        os.close(handle)
-        self._tmp = Path(name)
+        with writing(self.path, "video"):
+            self._tmp = new_temp_file(self.path, suffix=self.path.suffix)  # the suffix tells FFmpeg the format
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -76,7 +75,8 @@ class VideoWriter:
         if self.is_gif:
             self._gif_frames.append(Image.fromarray(frame).quantize(colors=256, dither=Image.Dither.NONE))
         else:
-            self._write_video_frame(frame)
+            with writing(self.path, "video"):  # av.error.OSError (disk full) is an OSError
+                self._write_video_frame(frame)
         self.frames_written += 1
 
     def _write_video_frame(self, frame: np.ndarray) -> None:
@@ -103,18 +103,18 @@ class VideoWriter:
     def _finish(self) -> None:
         if self.frames_written == 0:
             raise InputError(f"video output {self.path}: no frames were written")
-        if self.is_gif:
-            first, *rest = self._gif_frames
-            duration = max(int(round(1000.0 / self.fps)), 10)
-            first.save(self._tmp, format="GIF", save_all=True, append_images=rest, duration=duration, loop=0)
-            self._gif_frames = []
-        else:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
-        give_default_mode(self._tmp)
-        os.replace(self._tmp, self.path)
+        with writing(self.path, "video"):
+            if self.is_gif:
+                first, *rest = self._gif_frames
+                duration = max(int(round(1000.0 / self.fps)), 10)
+                first.save(self._tmp, format="GIF", save_all=True, append_images=rest, duration=duration, loop=0)
+                self._gif_frames = []
+            else:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                self._container.close()
+                self._container = None
+            os.replace(self._tmp, self.path)
         self._tmp = None
 
     def _abort(self) -> None:

@@ -13,7 +13,6 @@ Unknown keys (for example the synthetic benchmark's ``occlusion`` fields) are ke
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from dvis.data import masks as mask_codec
 from dvis.data.video import read_image
 from dvis.errors import DataError
+from dvis.fileio import read_json, relative_path_problem, shorten
 
 _KNOWN_ANN_KEYS = {"id", "video_id", "category_id", "segmentations", "areas", "bboxes", "iscrowd",
                    "height", "width", "length"}
@@ -102,13 +102,7 @@ class VideoRecord:
 
 
 def load_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"annotation file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"annotation file {path} is not valid JSON: {err}") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"annotation file {path}: expected a JSON object at the top, got {type(data).__name__}")
     return data
@@ -231,6 +225,11 @@ class _Validator:
             raise self.fail(where, "field 'file_names' is missing or not a list of strings")
         if not files:
             raise self.fail(where, "field 'file_names' is empty (zero frames)")
+        for t, name in enumerate(files):
+            problem = relative_path_problem(name)
+            if problem is not None:
+                raise self.fail(f"{where}, field 'file_names'[{t}]", f"{shorten(name)} {problem}; frame files "
+                                                                    f"are read from inside the frames folder")
         for key in ("height", "width"):
             if not _is_int(video.get(key)) or video[key] <= 0:
                 raise self.fail(where, f"field '{key}' is missing or not a positive integer")

@@ -60,11 +60,17 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return rles
 
 
+# pycocotools' ``area`` allocates ``np.array((n,), dtype=np.uint8)`` before filling its result, so
+# under numpy 2 a list of 256 or more RLEs raises OverflowError; it is called on at most this many.
+AREA_BATCH = 255
+
+
 def areas(rles: list[dict]) -> np.ndarray:
     """Pixel counts of a list of RLEs, (N,) float64 (empty list -> empty array)."""
     if not rles:
         return np.zeros((0,), dtype=np.float64)
-    return np.asarray(mask_api.area(rles), dtype=np.float64)
+    batches = [mask_api.area(rles[i:i + AREA_BATCH]) for i in range(0, len(rles), AREA_BATCH)]
+    return np.concatenate(batches).astype(np.float64)
 
 
 def intersections(d_rles: list[dict], g_rles: list[dict], d_areas: np.ndarray,

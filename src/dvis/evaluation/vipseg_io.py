@@ -15,7 +15,6 @@ i-th predicted annotation (file names inside the annotation lists are not used).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from dvis.errors import DataError
+from dvis.fileio import name_problem, read_json, relative_path_problem, shorten
 
 
 @dataclass
@@ -51,16 +51,6 @@ class PanopticSet:
         return [v["video_id"] for v in self.gt_json["videos"]]
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: file not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
-
-
 def read_id_png(path: Path) -> np.ndarray:
     """RGB PNG -> (H, W) uint32 ids (R + 256 G + 65536 B)."""
     try:
@@ -86,8 +76,8 @@ def open_set(gt_json: str | Path, gt_dir: str | Path, pred_dir: str | Path,
     """Load the two JSON files of a set; PNGs are read lazily per video."""
     gt_path = Path(gt_json)
     pred_path = Path(pred_json) if pred_json else Path(pred_dir) / "pred.json"
-    gt = _load_json(gt_path)
-    pred = _load_json(pred_path)
+    gt = read_json(gt_path)
+    pred = read_json(pred_path)
     _check_keys(gt, ("videos", "annotations", "categories"), str(gt_path))
     _check_keys(pred, ("annotations",), str(pred_path))
     _check_categories(gt["categories"], str(gt_path))
@@ -109,6 +99,13 @@ def _check_list(value, where: str) -> list:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_inside(name: str, check, where: str) -> None:
+    """PNG paths are built from video ids and file names: they must stay inside GT_DIR / PRED_DIR."""
+    problem = check(name)
+    if problem is not None:
+        raise DataError(f"{where}: {shorten(name)} {problem}; PNGs are read from inside the given folders")
 
 
 def _check_video_id(value, where: str):
@@ -150,6 +147,7 @@ def iter_videos(pset: PanopticSet) -> Iterator[tuple[str, list[PanopticFrame]]]:
         where = f"ground truth: videos[{v_idx}]"
         _check_keys(video, ("video_id", "images"), where)
         video_id = _check_video_id(video["video_id"], where)
+        _check_inside(str(video_id), name_problem, f"{where}: field 'video_id'")
         images = _check_list(video["images"], f"{where}: field 'images'")
         if video_id not in gt_by_video:
             raise DataError(f"ground truth: video {video_id!r} has no entry in 'annotations'")
@@ -166,6 +164,7 @@ def iter_videos(pset: PanopticSet) -> Iterator[tuple[str, list[PanopticFrame]]]:
         for f, (image, gt_ann, pred_ann) in enumerate(zip(images, gt_frames, pred_frames)):
             _check_keys(image, ("file_name",), f"{where}: images[{f}]")
             name = str(image["file_name"])
+            _check_inside(name, relative_path_problem, f"{where}: images[{f}]: field 'file_name'")
             gt_ids = read_id_png(pset.gt_dir / str(video_id) / name)
             pred_ids = read_id_png(pset.pred_png_dir / str(video_id) / name)
             if gt_ids.shape != pred_ids.shape:

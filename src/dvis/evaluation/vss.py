@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from dvis.errors import DataError
+from dvis.fileio import name_problem, shorten
 
 VC_WINDOWS = (8, 16)
 
@@ -115,7 +116,10 @@ def evaluate_folders(gt_root: str | Path, pred_root: str | Path, split: str = "v
         raise DataError(f"{split_file}: split file not found (one video name per line)")
     names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
     videos = []
-    for name in names:
+    for line, name in enumerate(names, 1):
+        problem = name_problem(name)
+        if problem is not None:  # paths are built from the names: they must stay inside the two roots
+            raise DataError(f"{split_file}: video name {line} {shorten(name)} {problem}")
         mask_dir = gt_root / "data" / name / "mask"
         if not mask_dir.is_dir():
             raise DataError(f"{mask_dir}: ground-truth mask folder not found")

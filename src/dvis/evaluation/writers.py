@@ -1,4 +1,5 @@
-"""Result writers in the benchmark servers' formats; every file is written atomically.
+"""Result writers in the benchmark servers' formats; every file is written atomically
+(:func:`dvis.fileio.atomic_write`).
 
 * YouTube-VIS / OVIS: ``results.json`` = list of ``{video_id, category_id, score,
   segmentations}`` with one compressed RLE (string counts) or null per frame; zip it as
@@ -10,9 +11,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,61 +20,7 @@ from PIL import Image
 
 from dvis.errors import DataError
 from dvis.evaluation.rle import encode_masks
-
-
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _atomic_write(path: Path, write) -> Path:
-    """``write(tmp)`` into a temp file beside ``path``, then ``os.replace`` it into place. On any
-    failure the temp file is removed and the previous ``path`` is untouched; an OSError (disk
-    full, no permission) becomes a :class:`DataError` naming the file."""
-    try:
-        tmp = _atomic_target(path)
-    except OSError as err:
-        raise _write_error(path, err) from None
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _write_error(path, err) from None
-        raise
-    return path
-
-
-class OutputWriteError(DataError, OSError):
-    """An output file could not be written (disk full, permissions); still an OSError for callers
-    that catch those, and a DVISError for the command line's clear ``error:`` line."""
-
-    def __str__(self) -> str:  # OSError would format (errno, strerror) tuples
-        return str(self.args[0]) if self.args else ""
-
-
-def _write_error(path: Path, err: OSError) -> OutputWriteError:
-    reason = err.strerror or str(err)
-    return OutputWriteError(f"cannot write {path}: {reason}; the previous version of the file (if any) "
-                            f"is unchanged")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    return _atomic_write(Path(path), write)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_bytes(path, json.dumps(obj).encode("utf-8"))
+from dvis.fileio import atomic_write, atomic_write_json
 
 
 # ----------------------------------------------------------------------------- YouTube-VIS
@@ -107,7 +51,7 @@ def zip_results(results_json: str | Path, zip_path: str | Path) -> Path:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.write(results_json, arcname="results.json")
 
-    return _atomic_write(Path(zip_path), write)
+    return atomic_write(zip_path, write)
 
 
 # ----------------------------------------------------------------------------- VIPSeg
@@ -164,7 +108,7 @@ class VIPSegWriter:
     @staticmethod
     def _write_png(path: Path, ids: np.ndarray) -> None:
         rgb = ids_to_rgb(ids)
-        _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
+        atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
     def close(self) -> Path:
         """Write ``pred.json``; returns its path."""

@@ -14,7 +14,6 @@ refuses such input with a :class:`~dvis.errors.DataError` instead.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 from dvis.errors import DataError
 from dvis.evaluation import rle as rle_ops
 from dvis.evaluation.occlusion import occlusion_level
+from dvis.fileio import read_json
 
 MAX_LISTED_MISMATCHES = 5
 
@@ -67,17 +67,6 @@ class GroundTruth:
         return [c["id"] for c in self.categories]
 
 
-def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: file not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
-
-
 def _require(entry: dict, key: str, where: str) -> Any:
     if key not in entry:
         raise DataError(f"{where}: missing field '{key}'")
@@ -104,9 +93,19 @@ def _require_id(entry: dict, key: str, where: str) -> Any:
     return value
 
 
+def _is_finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float (an integer of 400 digits is not: float() overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _mean_truthy(values: list, where: str = "areas") -> float:
     kept = [v for v in values if v]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kept):
+    if not all(_is_finite_number(v) for v in kept):
         raise DataError(f"{where}: field 'areas' must hold numbers or null, got {kept!r}")
     return float(np.array(kept, dtype=np.float64).mean()) if kept else 0.0
 
@@ -189,6 +188,9 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>", strict_lengths
     for key in ("videos", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{source}: missing or non-list field '{key}'")
+    if not data["categories"]:
+        raise DataError(f"{source}: field 'categories' is empty; evaluation needs at least one category "
+                        f"(AP is averaged over categories)")
     videos = [_video_from(v, f"{source}: videos[{i}]") for i, v in enumerate(data["videos"])]
     by_id = {v.id: v for v in _sorted_by_id(videos, f"{source}: videos")}
     gt = GroundTruth(videos=by_id, categories=_categories(data["categories"], source))
@@ -219,13 +221,14 @@ def _ground_truth_track(ann: Any, videos: dict, where: str, strict_lengths: bool
 
 
 def load_ground_truth(path: str | Path, strict_lengths: bool = False) -> GroundTruth:
-    return parse_ground_truth(_load_json(path), str(path), strict_lengths)
+    return parse_ground_truth(read_json(path), str(path), strict_lengths)
 
 
 def _score(entry: dict, where: str) -> float:
     score = _require(entry, "score", where)
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
-        raise DataError(f"{where}: field 'score' must be a number, got {score!r}")
+    if not _is_finite_number(score):
+        shown = repr(score) if len(repr(score)) <= 40 else f"an integer of {len(str(score))} digits"
+        raise DataError(f"{where}: field 'score' must be a finite number, got {shown}")
     return float(score)
 
 
@@ -265,4 +268,4 @@ def _detection(entry: Any, index: int, gt: GroundTruth, where: str, strict_lengt
 
 
 def load_results(path: str | Path, gt: GroundTruth, strict_lengths: bool = False) -> list[Track]:
-    return parse_results(_load_json(path), gt, str(path), strict_lengths)
+    return parse_results(read_json(path), gt, str(path), strict_lengths)

@@ -96,13 +96,13 @@ class WindowOutput:
 class OnlineTracker:
     """Segmenter + tracker (or MinVIS matching) over consecutive windows of one video."""
 
-    def __init__(self, model: DVIS, mode: str, with_masks: bool) -> None:
-        self.model, self.mode, self.with_masks = model, mode, with_masks
+    def __init__(self, model: DVIS, mode: str, with_masks: bool, precision: str | None = None) -> None:
+        self.model, self.mode, self.with_masks, self.precision = model, mode, with_masks, precision
         self.state = None
 
     @torch.no_grad()
     def step(self, pixel_values: Tensor) -> WindowOutput:
-        embeds, features, seg_logits, seg_masks = self.model.segment(pixel_values)
+        embeds, features, seg_logits, seg_masks = self.model.segment(pixel_values, self.precision)
         if self.mode == "minvis":
             out, self.state = minvis_match(embeds, seg_logits, seg_masks if self.with_masks else None,
                                            self.state, self.model.matching)
@@ -301,7 +301,7 @@ def analyse_video(
     """Pass 1 over a stream of (H, W, 3) uint8 frames; see the module docstring."""
     _check_mode(model, config)
     refine = config.mode in ("offline", "semi-online")
-    tracker = OnlineTracker(model, config.mode, with_masks=not refine)
+    tracker = OnlineTracker(model, config.mode, with_masks=not refine, precision=config.precision)
     logit_sum, num_frames, resized, output = None, 0, None, None
     for window in frame_windows(frames, config.window_size):
         pixel_values, resized = prepare_window(model, window, config)

@@ -11,6 +11,7 @@ index and file (a frame whose header cannot be read fails on open, before any wo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 
 from dvis.data.video import IMAGE_EXTENSIONS, ImageSequence, VideoSource, frame_folder_paths, natural_key, open_video
 from dvis.errors import DataError, InputError
+from dvis.fileio import name_problem, refuse_url, shorten
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -38,12 +40,47 @@ class VideoJob:
             return UntilUnreadable(ImageSequence(self.source, name=self.name))
         return open_frames(self.source)
 
+    def files(self) -> list[Path]:
+        """The files the video is read from: its frames, or the one video file."""
+        if isinstance(self.source, list):
+            return [Path(p) for p in self.source]
+        path = Path(self.source)
+        return frame_folder_paths(path) if path.is_dir() else [path]
+
+    def fingerprint(self) -> dict:
+        """What the video's results were computed from, cheaply: its number of files and a sha256
+        over each file's name, size and content (whole files up to 128 KiB, as frames are; the first
+        and last 64 KiB of larger ones, such as video files). No modification times, so that ranks
+        on machines with their own copies of the inputs agree."""
+        files = self.files()
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(f"{path.name}\0{_file_sample(path, digest)}\n".encode("utf-8", "surrogateescape"))
+        return {"files": len(files), "sha256": digest.hexdigest()}
+
     def frame_names(self, source: VideoSource, num_frames: int) -> list[str]:
         """Per-frame file names for per-frame outputs (PNG): the frame files' stems, else 00000, ..."""
         paths = getattr(source, "paths", None)
         if paths is not None and len(paths) >= num_frames:
             return [Path(p).stem for p in paths[:num_frames]]
         return [f"{t:05d}" for t in range(num_frames)]
+
+
+SAMPLE_BYTES = 64 * 1024
+
+
+def _file_sample(path: Path, digest) -> int:
+    """Feeds ``digest`` the file's content (or its first and last SAMPLE_BYTES); returns its size."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(handle.read(SAMPLE_BYTES))
+            if size > SAMPLE_BYTES:
+                handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+                digest.update(handle.read(SAMPLE_BYTES))
+    except OSError:
+        return -1  # a missing frame changes the fingerprint; opening the video says why
+    return size
 
 
 class UntilUnreadable(VideoSource):
@@ -89,6 +126,8 @@ class InputSet:
 def resolve_inputs(inputs: list[str], frames_root: str | None = None) -> InputSet:
     if not inputs:
         raise InputError("no INPUT given: pass video files, frame folders, folders of videos or a YouTube-VIS JSON")
+    for item in inputs:
+        refuse_url(str(item))
     json_inputs = [p for p in inputs if Path(p).suffix.lower() == ".json"]
     if json_inputs:
         if len(inputs) != 1:
@@ -99,6 +138,8 @@ def resolve_inputs(inputs: list[str], frames_root: str | None = None) -> InputSe
     jobs: list[VideoJob] = []
     for item in inputs:
         jobs.extend(_jobs_of(Path(item)))
+    for job in jobs:
+        check_output_name(job, f"input {job.source}")
     _check_unique(jobs)
     return InputSet(jobs, None, list(inputs))
 
@@ -123,6 +164,17 @@ def _jobs_of(path: Path) -> list[VideoJob]:
         raise DataError(f"folder {path} has zero frames ({', '.join(IMAGE_EXTENSIONS)}) and no sub-folders of "
                         f"frames or video files ({', '.join(VIDEO_EXTENSIONS)})")
     return jobs
+
+
+def check_output_name(job: VideoJob, source: str) -> None:
+    """A video's name becomes file names under --out (``<name>.mp4``, ``.partial/<name>.json``,
+    ``pan_pred/<name>/``): refuse one that is a path, '.', '..', holds NUL or control characters,
+    or is too long for a file name. (Refused, not rewritten: a rewritten name could collide with
+    another video's and would no longer match the JSON.)"""
+    problem = name_problem(job.name)
+    if problem is not None:
+        raise InputError(f"{source}: video name {shorten(job.name)} {problem}; output files are named after "
+                         f"videos (OUT/<name>.mp4) and must stay inside --out: give the video a plain name")
 
 
 def _check_unique(jobs: list[VideoJob]) -> None:
@@ -151,6 +203,8 @@ def _from_ytvis(path: Path, frames_root: str | None) -> InputSet:
     if len(set(names)) != len(names):  # fall back on ids, which are unique
         for job in jobs:
             job.name = str(job.video_id)
+    for job in jobs:
+        check_output_name(job, f"{path}: video {shorten(str(job.video_id))}")
     categories = sorted(({"id": c["id"], "name": str(c.get("name", c["id"]))} for c in dataset.categories),
                         key=lambda c: c["id"])
     return InputSet(jobs, categories, [str(path)])

@@ -1,11 +1,13 @@
 """Partial records of ``dvis segment``: one per finished video, ``OUT/.partial/<video>.json``.
 
 A partial holds the video's results (``data``), the options they were computed with
-(``options``: :func:`run_fingerprint`), the files written for the video (``outputs``, relative to
-OUT) and its overlay video (``overlay``: ``{"file", "render_threshold"}``, or None under
-``--no-render``). A rerun, or rank 0 when it merges, uses a partial only when
-:meth:`Partials.problem` finds nothing wrong with it: same options, every recorded output still
-there, and the overlay the current options ask for rendered and present.
+(``options``: :func:`run_fingerprint`), what its input was (``source``: the number of frame files
+and a sha256 of their names, sizes and contents, :meth:`VideoJob.fingerprint`), the files written
+for the video (``outputs``, relative to OUT) and its overlay video (``overlay``: ``{"file",
+"render_threshold"}``, or None under ``--no-render``). A rerun, or rank 0 when it merges, uses a
+partial only when :meth:`Partials.problem` finds nothing wrong with it: same options, same input,
+every recorded output still there, and the overlay the current options ask for rendered and
+present.
 
 The options identify the model by the sha256 of its files (config, weights, classes; not their
 paths or modification times), so that ranks on machines with their own copies of the weights
@@ -18,12 +20,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from dvis.evaluation.writers import atomic_write_json
+from dvis.fileio import atomic_write_json
 from dvis.inference.registry import ModelRef
 
 PARTIAL_DIR = ".partial"
 NO_PARTIAL = "no partial result"
-COMPUTED_OPTIONS = ("mode", "task", "clip_len", "spill_dtype", "frames_root")
+COMPUTED_OPTIONS = ("mode", "task", "clip_len", "spill_dtype", "frames_root", "max_num", "score_threshold",
+                    "one_class_per_track", "precision")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -56,6 +59,18 @@ def differences(recorded: dict, current: dict) -> str:
     return "; ".join(parts)
 
 
+def source_problem(recorded, current: dict) -> str | None:
+    """Why a partial's recorded input is not the video's input now (None: it is)."""
+    if not isinstance(recorded, dict):
+        return "its partial does not record its input (older format)"
+    if recorded.get("files") != current["files"]:
+        return (f"its input changed: {current['files']} frame file(s) now, {recorded.get('files')} when the "
+                f"partial was made")
+    if recorded.get("sha256") != current["sha256"]:
+        return "its input changed: same number of files, other contents"
+    return None
+
+
 def _file_differences(old: dict, new: dict) -> list[str]:
     def short(digest) -> str:
         return "absent" if digest is None else f"sha256 {str(digest)[:12]}"
@@ -86,8 +101,9 @@ class Partials:
     def write(self, name: str, record: dict) -> None:
         atomic_write_json(self.path(name), {"options": self.fingerprint, **record})
 
-    def problem(self, name: str) -> str | None:
-        """Why the partial of video ``name`` cannot be used (None: it can)."""
+    def problem(self, name: str, source: dict) -> str | None:
+        """Why the partial of video ``name`` cannot be used (None: it can); ``source``: the video's
+        input now (:meth:`VideoJob.fingerprint`)."""
         if not self.path(name).is_file():
             return NO_PARTIAL
         partial = self.read(name)
@@ -95,7 +111,8 @@ class Partials:
             return f"its partial {self.path(name)} cannot be read"
         if partial.get("options") != self.fingerprint:
             return f"it was made with other options: {differences(partial.get('options') or {}, self.fingerprint)}"
-        return self._missing_output(partial) or self._overlay_problem(partial, name)
+        return source_problem(partial.get("source"), source) or self._missing_output(partial) or \
+            self._overlay_problem(partial, name)
 
     def _missing_output(self, partial: dict) -> str | None:
         outputs = partial.get("outputs")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -28,7 +29,7 @@ from dvis.inference.categories import Categories, model_categories
 from dvis.inference.engine import OnlineTracker, Progress, VideoAnalysis, analyse_video, frame_windows, prepare_window
 from dvis.inference.inputs import open_frames
 from dvis.inference.registry import check_overrides, load_model, locate_model
-from dvis.inference.results import StreamFrame, TrackedInstances
+from dvis.inference.results import StreamFrame, TrackedInstances, select_entries
 from dvis.inference.spill import SpillFolder
 from dvis.modeling.dvis import DVIS, InferenceConfig
 from dvis.modeling.postprocess import VPSResult, VSSResult, upsample_masks
@@ -52,6 +53,15 @@ def frames_of(video) -> Iterable[np.ndarray]:
 
 
 ONLINE_MODES = ("online", "minvis")
+
+
+def vps_warning(config: InferenceConfig) -> str | None:
+    """Why task ``vps`` may not give what a user expects from ``config`` (None if it will)."""
+    if config.task == "vps" and not config.thing_classes:
+        return ("task vps with a model that has no thing classes (inference.thing_classes is empty): "
+                "every class is treated as stuff, so all objects of a class merge into one segment; set inference.thing_classes in "
+                "the model's config.yaml (thing_classes=[...] in Python) or use task vis")
+    return None
 
 
 class VideoPredictor:
@@ -98,20 +108,29 @@ class VideoPredictor:
         with SpillFolder(self.spill_dir, self.spill_dtype) as spills:
             yield analyse_video(self.model, frames_of(video), config, spills, progress)
 
-    def __call__(self, video, progress: Progress | None = None, **overrides):
+    def __call__(self, video, progress: Progress | None = None, score_threshold: float = 0.0,
+                 one_class_per_track: bool = False, **overrides):
         """Segment and track a whole video.
 
         Returns :class:`TrackedInstances` (task ``vis``; masks as one RLE per frame),
         :class:`VPSResult` or :class:`VSSResult` (tasks ``vps`` / ``vss``; (T, H, W) maps in memory).
+        VIS keeps the top ``max_num`` (query, class) pairs with score >= ``score_threshold``;
+        ``one_class_per_track``: only each track's best pair (so one class per track id).
         """
+        config = self.options(**overrides)
+        warning = vps_warning(config)
+        if warning:
+            warnings.warn(warning, UserWarning, stacklevel=2)
         with self.analyse(video, progress, **overrides) as analysis:
             task = analysis.config.task
             if task == "vis":
                 instances = None
                 for _, chunk in analysis.vis_chunks():
                     if instances is None:
-                        instances = TrackedInstances.empty_like(chunk, analysis.output_size)
-                    instances.add_frames(chunk.masks)
+                        keep = torch.as_tensor(select_entries(chunk.scores, chunk.ids, score_threshold,
+                                                              one_class_per_track), dtype=torch.long)
+                        instances = TrackedInstances.empty_like(chunk, analysis.output_size, keep)
+                    instances.add_frames(chunk.masks[keep])
                 return instances
             if task == "vss":
                 return VSSResult(torch.cat([m for _, m in analysis.vss_chunks()]), analysis.output_size)
@@ -130,9 +149,14 @@ class VideoPredictor:
         return "online" if self.model.tracker is not None else "minvis"
 
     @torch.no_grad()
-    def stream(self, video, window: int = 1, score_threshold: float = 0.3, mode: str | None = None,
+    def stream(self, video, window: int | None = None, score_threshold: float = 0.3, mode: str | None = None,
                **overrides) -> Iterator[StreamFrame]:
         """Online/MinVIS: one :class:`StreamFrame` per frame, produced after each ``window`` frames.
+
+        ``window`` (default: ``window_size``, as the whole-video call uses): frames decoded and
+        segmented per step; the results do not depend on it. ``window=1`` gives each frame as soon
+        as it is decoded but costs one segmenter and tracker call per frame, whose fixed overhead
+        made streaming 2-9x slower than the whole-video call when 1 was the default.
 
         ``mode``: see :meth:`stream_mode` (an offline model streams with its tracker); an explicit
         offline mode raises ``InputError``.
@@ -146,9 +170,10 @@ class VideoPredictor:
         if config.mode not in ONLINE_MODES:
             raise InputError(f"stream() runs online: mode must be 'online' or 'minvis', got {config.mode!r} "
                              "(offline modes need the whole video: call the predictor instead)")
+        window = config.window_size if window is None else window
         if window < 1:
             raise InputError(f"window must be >= 1, got {window}")
-        tracker = OnlineTracker(self.model, config.mode, with_masks=True)
+        tracker = OnlineTracker(self.model, config.mode, with_masks=True, precision=config.precision)
         logit_sum, seen = None, 0
         for frames in frame_windows(frames_of(video), window):
             pixel_values, resized = prepare_window(self.model, frames, config)

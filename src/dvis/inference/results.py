@@ -19,7 +19,11 @@ class TrackedInstances:
 
     scores (N,) float, labels (N,) class index 0..K-1, ids (N,) track id (the query slot; the same
     object in every frame), rles: N lists of T compressed RLEs (pycocotools, ``str`` counts),
-    image_size (H, W). Sorted by descending score; one track may appear with several labels.
+    image_size (H, W). Sorted by descending score.
+
+    As YouTube-VIS results do, the entries are the video's top ``max_num`` (query, class) pairs, so
+    one track may appear with several labels (each with its own score and the same masks);
+    :meth:`one_class_per_track` keeps only each track's best-scoring entry.
     """
 
     scores: Tensor
@@ -31,9 +35,21 @@ class TrackedInstances:
     task: str = "vis"
 
     @classmethod
-    def empty_like(cls, header, image_size: tuple[int, int]) -> "TrackedInstances":
-        return cls(header.scores, header.labels, header.ids, [[] for _ in range(len(header.scores))],
+    def empty_like(cls, header, image_size: tuple[int, int], keep: Sequence[int] | None = None) -> "TrackedInstances":
+        """No frames yet; the scores, labels and ids of ``header`` (only its entries ``keep``)."""
+        index = torch.arange(len(header.scores)) if keep is None else torch.as_tensor(keep, dtype=torch.long)
+        return cls(header.scores[index], header.labels[index], header.ids[index], [[] for _ in range(len(index))],
                    tuple(image_size), 0)
+
+    def select(self, keep: Sequence[int]) -> "TrackedInstances":
+        """A new result holding only the entries ``keep`` (indices, in that order)."""
+        index = torch.as_tensor(list(keep), dtype=torch.long)
+        return TrackedInstances(self.scores[index], self.labels[index], self.ids[index],
+                                [self.rles[n] for n in index.tolist()], self.image_size, self.num_frames, self.task)
+
+    def one_class_per_track(self) -> "TrackedInstances":
+        """Only each track's best-scoring entry: one class per track id."""
+        return self.select(best_per_track(self.scores, self.ids))
 
     def add_frames(self, masks: Tensor) -> None:
         """masks (N, t, H, W) bool of the next t frames -> appended as RLEs."""
@@ -68,6 +84,28 @@ class TrackedInstances:
             entries.append({"video_id": video_id, "category_id": int(category), "score": float(score),
                             "segmentations": track_rles, "track_id": int(track_id), **extra})
         return entries
+
+
+def best_per_track(scores: Tensor, ids: Tensor) -> list[int]:
+    """Indices of each track id's best-scoring entry (ties: the earlier one), in descending score.
+
+    scores (N,), ids (N,): a (query, class) pair list such as :class:`TrackedInstances`' entries.
+    """
+    best: dict[int, int] = {}
+    score_list = scores.tolist()
+    for n, track in enumerate(ids.tolist()):
+        if track not in best or score_list[n] > score_list[best[track]]:
+            best[track] = n
+    return sorted(best.values(), key=lambda n: (-score_list[n], n))
+
+
+def select_entries(scores: Tensor, ids: Tensor, score_threshold: float = 0.0,
+                   one_class_per_track: bool = False) -> list[int]:
+    """Indices of the entries to keep, in descending score: score >= ``score_threshold`` and, with
+    ``one_class_per_track``, only each track's best entry (chosen before the threshold applies)."""
+    candidates = best_per_track(scores, ids) if one_class_per_track else \
+        sorted(range(len(scores)), key=lambda n: (-float(scores[n]), n))
+    return [n for n in candidates if float(scores[n]) >= score_threshold]
 
 
 @dataclass

@@ -8,7 +8,8 @@ folder created.
 Per video the outputs are written first (``<video>.mp4`` overlay, VPS PNGs, VSS PNGs), then a
 partial record ``OUT/.partial/<video>.json`` (atomically, :mod:`dvis.inference.partials`) that
 marks the video as done. A rerun skips videos whose partial is usable: same options and model
-files (sha256), the recorded outputs present, and the overlay rendered if this run renders.
+files (sha256), the same input (number of frame files and a sha256 of their names, sizes and
+contents), the recorded outputs present, and the overlay rendered if this run renders.
 Rank r of ``WORLD_SIZE`` processes videos ``r, r + W, ...``; rank 0 then waits until every
 video's partial is usable (saying why one is not) and merges them into ``OUT/results.json``
 (VIS) or ``OUT/pred.json`` (VPS), each written atomically.
@@ -31,13 +32,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from dvis.errors import DVISError, InputError
-from dvis.evaluation.writers import VIPSegWriter, atomic_write_bytes, write_ytvis_results
+from dvis.fileio import atomic_write_bytes
+from dvis.evaluation.writers import VIPSegWriter, write_ytvis_results
 from dvis.inference.categories import Categories, json_categories
 from dvis.inference.engine import VideoAnalysis
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
-from dvis.inference.registry import locate_model
-from dvis.inference.render import OverlayVideo, track_colour
+from dvis.inference.registry import locate_model, resolve_device
+from dvis.inference.render import OverlayVideo, track_colour, vis_overlay_entries
+from dvis.inference.results import select_entries
 
 __all__ = ["PARTIAL_DIR", "SegmentOptions", "SegmentRun", "check_output_dir", "create_output_dir"]
 
@@ -58,7 +61,11 @@ class SegmentOptions:
     spill_dtype: str = "float32"
     render_threshold: float = 0.3
     merge_timeout: float | None = None
-    quiet: bool = False
+    quiet: bool = False  # no progress bars (``--no-progress``)
+    max_num: int | None = None  # VIS: (query, class) pairs kept per video (default: the model's)
+    score_threshold: float = 0.0  # VIS: results.json keeps entries with score >= this
+    one_class_per_track: bool = False  # VIS: results.json keeps each track's best entry only
+    precision: str = "fp32"  # segmenter: fp32 (exact) or bf16 (fast path)
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -117,21 +124,29 @@ class SegmentRun:
         self.predictor = None
         self.categories: Categories | None = None
         self.partials: Partials | None = None
+        self._step = lambda frames: None  # pass-2 progress
+        self._sources: dict[str, dict] = {}  # video name -> fingerprint of its input (once per run)
+        self._jobs: dict[str, VideoJob] = {}
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> int:
+        resolve_device(self.options.device)  # a bad --device fails before any work
+        started = time.monotonic()
         inputs = resolve_inputs(self.options.inputs, self.options.frames_root)
         rank, world = shard_from_env()
         check_output_dir(self.out)
         self.partials = self._partials()
+        self._jobs = {job.name: job for job in inputs.jobs}
         mine = inputs.jobs[rank::world]
         todo = [job for job in mine if not self._is_done(job)]
         if len(todo) < len(mine):
             log(f"skipping {len(mine) - len(todo)} video(s) already done (partials in {self.partials.folder})")
         sources = self._start(todo, inputs, rank, world) if todo else []
         create_output_dir(self.out)
+        frames = 0
         for number, (job, source) in enumerate(sources, 1):
-            self._process(job, source, f"[{number}/{len(sources)}] {job.name}")
+            frames += self._process(job, source, f"[{number}/{len(sources)}] {job.name}")
+        log(_summary(len(sources), len(mine) - len(todo), frames, time.monotonic() - started))
         if rank != 0:
             log(f"rank {rank}: done; rank 0 merges the results")
             return 0
@@ -161,10 +176,14 @@ class SegmentRun:
             if torch.cuda.is_available():
                 device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
         o = self.options
+        from dvis.inference.predictor import vps_warning
+
         self.predictor = VideoPredictor.from_pretrained(
             o.model, device=device, weights=o.weights, spill_dir=o.spill_dir, spill_dtype=o.spill_dtype,
-            mode=o.mode, task=o.task, clip_len=o.clip_len)
-        self.predictor.options()  # a mode the model cannot run fails here, before any output
+            mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num, precision=o.precision)
+        config = self.predictor.options()  # a mode the model cannot run fails here, before any output
+        if vps_warning(config):
+            log(f"warning: {vps_warning(config)}")
 
     def _categories(self, inputs: InputSet) -> Categories:
         """Class index -> dataset category id and name (:mod:`dvis.inference.categories`)."""
@@ -174,8 +193,13 @@ class SegmentRun:
         return json_categories(inputs.categories, num_classes, inputs.sources[0])
 
     # ------------------------------------------------------------------------------ partials
+    def _source(self, name: str) -> dict:
+        if name not in self._sources:
+            self._sources[name] = self._jobs[name].fingerprint()
+        return self._sources[name]
+
     def _is_done(self, job: VideoJob) -> bool:
-        problem = self.partials.problem(job.name)
+        problem = self.partials.problem(job.name, self._source(job.name))
         if problem not in (None, NO_PARTIAL):
             log(f"{job.name}: recomputing ({problem})")
         return problem is None
@@ -186,7 +210,7 @@ class SegmentRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         pending, reported, announced = [job.name for job in jobs], {}, False
         while True:
-            problems = {name: self.partials.problem(name) for name in pending}
+            problems = {name: self.partials.problem(name, self._source(name)) for name in pending}
             pending = [name for name, problem in problems.items() if problem is not None]
             if not pending:
                 return
@@ -220,55 +244,72 @@ class SegmentRun:
         log(f"wrote {path} ({len(partials)} video(s))")
 
     # ------------------------------------------------------------------------------- a video
-    def _process(self, job: VideoJob, source, label: str) -> None:
-        with tqdm(total=source.num_frames, unit="frame", desc=label, disable=self.options.quiet,
-                  file=sys.stderr, dynamic_ncols=True) as bar:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                with self.predictor.analyse(source, progress=bar.update) as analysis:
-                    for warning in caught:
-                        log(f"warning: {warning.message}")
-                    warnings.simplefilter("ignore")  # a second decode repeats the same warnings
+    def _bar(self, total: int | None, label: str) -> tqdm:
+        return tqdm(total=total, unit="frame", desc=label, disable=self.options.quiet, file=sys.stderr,
+                    dynamic_ncols=True)
+
+    def _process(self, job: VideoJob, source, label: str) -> int:
+        """Segments one video and writes its outputs and partial; returns its number of frames."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with self._bar(source.num_frames, f"{label} 1/2 segment") as bar, \
+                    self.predictor.analyse(source, progress=bar.update) as analysis:
+                bar.close()
+                for warning in caught:
+                    log(f"warning: {warning.message}")
+                warnings.simplefilter("ignore")  # a second decode repeats the same warnings
+                what = "outputs + overlay" if self.options.render else "outputs"
+                with self._bar(analysis.num_frames, f"{label} 2/2 {what}") as bar:
+                    self._step = bar.update
                     data, outputs = self._write_outputs(job, source, analysis)
         overlay = {"file": f"{job.name}.mp4", "render_threshold": self.options.render_threshold}
         self.partials.write(job.name, {
-            "name": job.name, "video_id": job.video_id, "task": analysis.config.task,
+            "name": job.name, "video_id": job.video_id, "source": self._source(job.name),
+            "task": analysis.config.task,
             "num_frames": analysis.num_frames, "outputs": outputs,
             "overlay": overlay if self.options.render else None, "data": data})
+        return analysis.num_frames
 
     def _write_outputs(self, job: VideoJob, source, analysis: VideoAnalysis) -> tuple[Any, list[str]]:
-        """Writes the video's files; returns (its partial's data, the files written besides the overlay)."""
+        """Writes the video's files; returns (its partial's data, the files written besides the overlay).
+        ``self._step(n)`` (the pass-2 progress bar) is called after every n frames written."""
+        step = self._step
         with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render) as overlay:
             task = analysis.config.task
             if task == "vis":
-                return self._vis(job, analysis, overlay), []
+                return self._vis(job, analysis, overlay, step), []
             if task == "vps":
-                return self._vps(job, source, analysis, overlay)
-            return self._vss(job, source, analysis, overlay)
+                return self._vps(job, source, analysis, overlay, step)
+            return self._vss(job, source, analysis, overlay, step)
 
-    def _vis(self, job: VideoJob, analysis: VideoAnalysis, overlay: OverlayVideo) -> list[dict]:
+    def _vis(self, job: VideoJob, analysis: VideoAnalysis, overlay: OverlayVideo, step) -> list[dict]:
+        """results.json entries: the options' selection; the overlay: per track its best entry with
+        score >= --render-threshold, labelled ``id class score``."""
         from dvis.inference.results import TrackedInstances
 
         instances = None
-        names = self.categories.names
+        names, o = self.categories.names, self.options
         for _, chunk in analysis.vis_chunks():
             if instances is None:
-                instances = TrackedInstances.empty_like(chunk, analysis.output_size)
-                shown = _best_per_track(chunk.scores, chunk.ids, self.options.render_threshold)
-                colours = [track_colour(int(chunk.ids[n])) for n in shown]
-                texts = [f"{names[int(chunk.labels[n])]} {float(chunk.scores[n]):.2f}" for n in shown]
-            instances.add_frames(chunk.masks)
+                kept = select_entries(chunk.scores, chunk.ids, o.score_threshold, o.one_class_per_track)
+                instances = TrackedInstances.empty_like(chunk, analysis.output_size, kept)
+                shown, colours, texts = vis_overlay_entries(chunk.scores, chunk.labels, chunk.ids, names,
+                                                            o.render_threshold)
+            instances.add_frames(chunk.masks[kept])
             for t in range(chunk.masks.shape[1]):
                 overlay.add(chunk.masks[shown, t].numpy(), colours, texts)
+                step(1)
         return instances.to_ytvis(job.video_id, self.categories.ids, video_name=job.name)
 
-    def _vps(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo) -> tuple[dict, list[str]]:
+    def _vps(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo,
+             step) -> tuple[dict, list[str]]:
         plan = analysis.vps_plan()
         ids = self.categories.ids
         segments = [{"id": s["id"], "category_id": ids[s["category_id"]], "isthing": int(s["isthing"])}
                     for s in plan.segments_infos]
         colours = [track_colour(track) for track in plan.ids]
-        texts = [self.categories.names[s["category_id"]] for s in plan.segments_infos]
+        texts = [f"{track} {self.categories.names[s['category_id']]}"
+                 for track, s in zip(plan.ids, plan.segments_infos)]
         names = job.frame_names(source, analysis.num_frames)
         writer = VIPSegWriter(self.out)
         for start, panoptic in analysis.vps_chunks(plan):
@@ -276,11 +317,13 @@ class SegmentRun:
             writer.add_video(job.name, names[start:start + len(maps)], maps, segments)
             for frame_ids in maps:
                 overlay.add(np.stack([frame_ids == s["id"] for s in segments]) if segments else None, colours, texts)
+                step(1)
         frames = [frame for entry in writer.annotations for frame in entry["annotations"]]
         outputs = [f"pan_pred/{job.name}/{frame['file_name']}" for frame in frames]
         return {"video_id": job.name, "annotations": frames}, outputs
 
-    def _vss(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo) -> tuple[dict, list[str]]:
+    def _vss(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo,
+             step) -> tuple[dict, list[str]]:
         names = job.frame_names(source, analysis.num_frames)
         classes = list(range(len(self.categories)))
         colours = [track_colour(k) for k in classes]
@@ -290,6 +333,7 @@ class SegmentRun:
                 present = [k for k in classes if (classes_map == k).any()]
                 overlay.add(np.stack([classes_map == k for k in present]) if present else None,
                             [colours[k] for k in present], [self.categories.names[k] for k in present])
+                step(1)
         return {"video_id": job.name, "frames": names}, [f"vss/{job.name}/{name}.png" for name in names]
 
 
@@ -308,10 +352,8 @@ def _png(class_map: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _best_per_track(scores, ids, threshold: float) -> list[int]:
-    """Indices of the entries to draw: per track id its best-scoring entry with score >= threshold."""
-    best: dict[int, int] = {}
-    for n, (score, track) in enumerate(zip(scores.tolist(), ids.tolist())):
-        if score >= threshold and track not in best:
-            best[track] = n  # entries are sorted by descending score
-    return sorted(best.values())
+def _summary(videos: int, skipped: int, frames: int, seconds: float) -> str:
+    """The end-of-run line: videos processed, frames, frames/s, wall time (start-up included)."""
+    rate = f", {frames / seconds:.1f} frames/s" if frames and seconds > 0 else ""
+    done = f" ({skipped} already done)" if skipped else ""
+    return f"segmented {videos} video(s){done}, {frames} frames in {seconds:.1f} s{rate}"

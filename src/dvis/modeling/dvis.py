@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dvis.errors import InputError
+from dvis.modeling.fast_path import PRECISIONS
 from dvis.modeling.minvis import minvis_match
 from dvis.modeling.postprocess import (
     VISResult,
@@ -33,7 +34,7 @@ from dvis.modeling.postprocess import (
     vss_postprocess,
 )
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
-from dvis.modeling.segmenter import Mask2FormerSegmenter, Segmenter, SegmenterConfig
+from dvis.modeling.segmenter import Mask2FormerSegmenter, Segmenter, SegmenterConfig, SegmenterOutput, as_float32
 from dvis.modeling.tracker import ReferringTracker, TrackerConfig
 
 MODES = ("minvis", "online", "offline", "semi-online")
@@ -52,6 +53,7 @@ class InferenceConfig:
     thing_classes: tuple[int, ...] = ()  # VPS: class indices that are things
     min_size_test: int = 360
     max_size_test: int = 1333
+    precision: str = "fp32"  # segmenter: fp32 (exact) | bf16 (fast path, dvis.modeling.fast_path)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -62,6 +64,10 @@ class InferenceConfig:
             raise InputError(f"semi-online mode needs clip_len >= 1, got {self.clip_len}")
         if self.window_size < 1:
             raise InputError(f"window_size must be >= 1, got {self.window_size}")
+        if self.max_num < 1:
+            raise InputError(f"max_num must be >= 1, got {self.max_num}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass
@@ -111,20 +117,22 @@ class DVIS(nn.Module):
         if mode in ("offline", "semi-online") and self.refiner is None:
             raise InputError(f"mode {mode!r} needs a refiner; this is an online model (use mode='online' or 'minvis')")
 
-    def segment(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def segment(self, frames: Tensor, precision: str | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """frames (B, t, 3, H, W) normalised+padded -> per-frame embeds, mask features, logits, masks.
 
-        Returns (B, t, Q, C), (B, t, C_mask, h, w), (B, t, Q, K+1), (B, t, Q, h, w).
+        Returns (B, t, Q, C), (B, t, C_mask, h, w), (B, t, Q, K+1), (B, t, Q, h, w), float32.
+        ``precision``: the segmenter's ``"fp32"`` or ``"bf16"``; None: the segmenter's own setting.
         """
         batch, frames_per_video = frames.shape[:2]
-        out = self.segmenter(frames.flatten(0, 1))
+        out = run_segmenter(self.segmenter, frames.flatten(0, 1), precision)
 
         def per_video(x: Tensor) -> Tensor:
             return x.view(batch, frames_per_video, *x.shape[1:])
 
         return per_video(out.pred_embds), per_video(out.mask_features), per_video(out.pred_logits), per_video(out.pred_masks)
 
-    def run_windows(self, pixel_values: Tensor, mode: str, window_size: int) -> VideoQueries:
+    def run_windows(self, pixel_values: Tensor, mode: str, window_size: int,
+                    precision: str | None = None) -> VideoQueries:
         """pixel_values (B, T, 3, H, W) -> predictions of every frame, window by window.
 
         In ``offline`` / ``semi-online`` the refiner's masks replace the tracker's, so the tracker
@@ -133,7 +141,7 @@ class DVIS(nn.Module):
         keep_for_refiner = mode in ("offline", "semi-online")
         queries, state = VideoQueries(), None
         for start in range(0, pixel_values.shape[1], window_size):
-            embeds, features, seg_logits, seg_masks = self.segment(pixel_values[:, start : start + window_size])
+            embeds, features, seg_logits, seg_masks = self.segment(pixel_values[:, start : start + window_size], precision)
             if mode == "minvis":
                 out, state = minvis_match(embeds, seg_logits, seg_masks, state, self.matching)
             else:
@@ -191,7 +199,7 @@ class DVIS(nn.Module):
         output_sizes = list(output_sizes) if output_sizes is not None else resized_sizes
         if len(output_sizes) != len(videos):
             raise InputError(f"got {len(output_sizes)} output sizes for {len(videos)} videos")
-        queries = self.run_windows(pixel_values, config.mode, config.window_size)
+        queries = self.run_windows(pixel_values, config.mode, config.window_size, config.precision)
         probs = F.softmax(queries.cat("online_logits").mean(dim=1), dim=-1)  # (B, Q, K+1)
         if config.mode in ("offline", "semi-online"):
             clip_len = config.clip_len if config.mode == "semi-online" else None
@@ -219,7 +227,7 @@ class DVIS(nn.Module):
             raise InputError(f"videos in one batch must have the same number of frames, got {sorted(lengths)}")
         resized = [tuple(v.shape[-2:]) for v in videos]
         device = next(self.parameters()).device
-        normalised = [self.segmenter.preprocess(v.to(device))[0] for v in videos]
+        normalised = [self.segmenter.preprocess(to_device(v, device))[0] for v in videos]
         height = max(x.shape[-2] for x in normalised)
         width = max(x.shape[-1] for x in normalised)
         batch = torch.stack([F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2])) for x in normalised])
@@ -249,6 +257,13 @@ class DVIS(nn.Module):
         )
 
 
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; CPU -> CUDA copies go through pinned memory without blocking the host."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def check_pixel_values(video: Tensor, index: int) -> None:
     """uint8 frames, or float frames in 0..255 without NaN/Inf (InputError naming the frame)."""
     if video.dtype == torch.uint8:
@@ -259,6 +274,20 @@ def check_pixel_values(video: Tensor, index: int) -> None:
     if not bool(finite.all()):
         frame = int((~finite).nonzero()[0])
         raise InputError(f"video {index}: frame {frame} has NaN or infinite pixel values")
+
+
+def run_segmenter(segmenter: Segmenter, pixel_values: Tensor, precision: str | None) -> SegmenterOutput:
+    """``segmenter(pixel_values)`` in ``precision``: Mask2FormerSegmenter's own fast path for "bf16";
+    any other segmenter under bfloat16 autocast with float32 outputs. None: the segmenter's default."""
+    if isinstance(segmenter, Mask2FormerSegmenter):
+        return segmenter(pixel_values, precision=precision)
+    if precision in (None, "fp32"):
+        return segmenter(pixel_values)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16):
+        out = segmenter(pixel_values)
+    return as_float32(out)
 
 
 def combine_with_online(refined_probs: Tensor, online_probs: Tensor) -> Tensor:

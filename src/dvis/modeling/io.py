@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dvis.errors import CheckpointError, ConfigError, DVISError
+from dvis.fileio import atomic_write
 from dvis.modeling.dvis import DVIS, DVISConfig, InferenceConfig
 from dvis.modeling.refiner import RefinerConfig
 from dvis.modeling.segmenter import SegmenterConfig
@@ -111,24 +112,23 @@ def load_config(path: str | Path) -> DVISConfig:
     return config_from_dict(values, str(path))
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result over ``path`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` that reports a failed write (disk full) as the OSError it is,
+    not as a ``SafetensorError`` "I/O error: ... (os error 28)"."""
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def save_pretrained(model: DVIS, directory: str | Path, extra_files: dict[str, str] | None = None) -> Path:
     """Write ``config.yaml`` + ``model.safetensors`` (+ ``extra_files`` name -> text) atomically."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_safetensors(state, p))
     text = yaml.safe_dump(config_to_dict(model.config), sort_keys=False)
     atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     for name, content in (extra_files or {}).items():
@@ -192,10 +192,33 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "BOOL": torch.bool}
 
 
+def load_failure(err: BaseException, path: Path) -> str:
+    """Why ``torch.load`` (weights-only) or safetensors could not read ``path``, in one line; never
+    PyTorch's advice to retry with ``weights_only=False`` (that would run code from the file)."""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    text = str(err)
+    if "Weights only load failed" in text:
+        name = re.search(r"GLOBAL ([\w.]+)", text)
+        held = f"the Python object {name.group(1)}" if name else "Python objects other than tensors and numbers"
+        return f"it holds {held}, which a weights-only load refuses (dvis never runs code from a weights file)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def non_finite(state: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or infinite values."""
+    return [name for name, value in state.items()  # meta tensors (shape-only checks) hold no values
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type != "meta"
+            and not bool(torch.isfinite(value).all())]
+
+
 def check_finite(state: dict, source: str) -> None:
     """Raise :class:`CheckpointError` naming the tensors that hold NaN or infinite values."""
-    bad = [name for name, value in state.items()  # meta tensors (shape-only checks) hold no values
-           if value.is_floating_point() and value.device.type != "meta" and not bool(torch.isfinite(value).all())]
+    bad = non_finite(state)
     if bad:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: {shown}")

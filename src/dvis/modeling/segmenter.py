@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from dvis.errors import ConfigError, InputError
+from dvis.modeling.fast_path import PRECISIONS, bf16_fast_path, check_precision, to_channels_last
 
 RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
@@ -374,6 +375,16 @@ def _backbone_kwargs(values: dict[str, Any], backbone: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- outputs
+def as_float32(out: "SegmenterOutput") -> "SegmenterOutput":
+    """Every tensor of ``out`` as contiguous float32 (the fast path's outputs are bfloat16/NHWC)."""
+    def cast(x: Tensor) -> Tensor:
+        return x.float().contiguous()
+
+    aux = None if out.aux_outputs is None else [{k: cast(v) for k, v in a.items()} for a in out.aux_outputs]
+    return SegmenterOutput(cast(out.pred_logits), cast(out.pred_masks), cast(out.pred_embds),
+                           cast(out.mask_features), aux)
+
+
 @dataclass
 class SegmenterOutput:
     """Per-frame outputs, frames as the batch dimension (T)."""
@@ -422,11 +433,12 @@ class Mask2FormerSegmenter(nn.Module):
     :meth:`load_official_state_dict`.
     """
 
-    def __init__(self, config: SegmenterConfig) -> None:
+    def __init__(self, config: SegmenterConfig, precision: str = "fp32") -> None:
         super().__init__()
         from transformers import Mask2FormerForUniversalSegmentation
 
         self.config = config
+        self.precision = precision
         with _quiet_transformers():
             self.mask2former = Mask2FormerForUniversalSegmentation(config.to_transformers())
         if config.backbone == "swin":
@@ -437,6 +449,20 @@ class Mask2FormerSegmenter(nn.Module):
         for bn in self._frozen_batchnorms():
             bn.requires_grad_(False)
         self.train(self.training)
+
+    # --------------------------------------------------------------------------------- precision
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` (transformers' network as built, the default) or ``"bf16"`` (the fast path of
+        :mod:`dvis.modeling.fast_path`); outputs are float32 either way."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        try:
+            self._precision = check_precision(value, "segmenter precision")
+        except ValueError as err:
+            raise InputError(str(err)) from None
 
     # --------------------------------------------------------------------------------- structure
     @property
@@ -498,9 +524,24 @@ class Mask2FormerSegmenter(nn.Module):
             raise InputError(f"segmenter pixel_values: expected a float tensor, got dtype {pixel_values.dtype}")
 
     # ----------------------------------------------------------------------------------- forward
-    def forward(self, pixel_values: Tensor, return_aux: bool = False) -> SegmenterOutput:
-        """pixel_values (T, 3, H, W), normalised and padded (H, W multiples of 32) -> outputs."""
+    def forward(self, pixel_values: Tensor, return_aux: bool = False, precision: str | None = None) -> SegmenterOutput:
+        """pixel_values (T, 3, H, W), normalised and padded (H, W multiples of 32) -> float32 outputs.
+
+        ``precision``: ``"fp32"`` (transformers' network as built) or ``"bf16"`` (the fast path,
+        :mod:`dvis.modeling.fast_path`); None: :attr:`precision`.
+        """
         self._check_pixel_values(pixel_values)
+        if precision is None:
+            precision = self.precision
+        elif precision not in PRECISIONS:
+            raise InputError(f"segmenter precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "fp32":
+            return self._forward(pixel_values, return_aux)
+        with bf16_fast_path(self.mask2former, pixel_values.device.type):
+            out = self._forward(to_channels_last(pixel_values), return_aux)
+        return as_float32(out)
+
+    def _forward(self, pixel_values: Tensor, return_aux: bool) -> SegmenterOutput:
         out = self.mask2former(pixel_values=pixel_values, output_auxiliary_logits=return_aux, return_dict=True)
         aux = None
         if return_aux:

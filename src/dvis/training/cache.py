@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from dvis.errors import DataError
-from dvis.modeling.io import atomic_write
-from dvis.training.checkpoint import writing
+from dvis.fileio import atomic_write, writing
+from dvis.modeling.io import save_safetensors
 
 FIELDS = ("pred_embds", "pred_logits", "mask_features", "pred_masks")
 LOW_PRECISION = ("mask_features", "pred_masks")
@@ -73,7 +73,7 @@ class SegmenterCache:
             for stale in self.directory.glob("video_*.safetensors"):
                 stale.unlink()
             text = json.dumps({"key": self.key, "version": CACHE_VERSION}, indent=1)
-            atomic_write(manifest, lambda p: p.write_text(text))
+            atomic_write(manifest, lambda p: p.write_text(text), "segmenter cache manifest")
 
     @torch.no_grad()
     def build(self, segmenter, videos, rank: int = 0, world_size: int = 1, frames_per_call: int = 8,
@@ -100,8 +100,8 @@ class SegmenterCache:
                 value = getattr(out, name).float().cpu()
                 outputs[name].append(value.to(self.dtype) if name in LOW_PRECISION else value)
         tensors = {name: torch.cat(values).contiguous() for name, values in outputs.items()}
-        with writing(self.video_path(index), "segmenter cache file"):
-            atomic_write(self.video_path(index), lambda p: save_file(tensors, str(p), metadata={"key": self.key}))
+        atomic_write(self.video_path(index), lambda p: save_safetensors(tensors, p, {"key": self.key}),
+                     "segmenter cache file")
 
     # -------------------------------------------------------------------------------- reading
     def _video(self, video_index: int) -> dict[str, Tensor]:

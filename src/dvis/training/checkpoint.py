@@ -14,7 +14,6 @@ the previous file is then unchanged.
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ import numpy as np
 import torch
 
 from dvis.errors import CheckpointError
-from dvis.evaluation.writers import OutputWriteError
-from dvis.modeling.io import atomic_write
+from dvis.fileio import atomic_write, writing
+from dvis.modeling.io import load_failure, non_finite
 
 FORMAT = "dvis-training-checkpoint"
 VERSION = 1
@@ -58,25 +57,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextmanager
-def writing(path: Path, what: str = "file"):
-    """Turn an OSError while writing ``path`` into an OutputWriteError naming it."""
-    try:
-        yield
-    except OSError as err:
-        if isinstance(err, OutputWriteError):
-            raise
-        reason = err.strerror or str(err) or type(err).__name__
-        raise OutputWriteError(f"cannot write the {what} {path}: {reason}; the previous version (if any) is "
-                               "unchanged") from None
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": VERSION, **state}
     with writing(path, "training checkpoint"):
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        atomic_write(path, lambda tmp: torch_save(payload, tmp), "training checkpoint")
+
+
+def torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` that reports a failed write as the OSError it is.
+
+    Given a file name, ``torch.save``'s zip writer turns a failed write (disk full) into a
+    ``RuntimeError`` ("unexpected pos ...") that says nothing of the cause; given an open file, the
+    failed ``write`` call's OSError is that RuntimeError's context, re-raised here.
+    """
+    with open(path, "wb") as handle:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise
 
 
 def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"{path}: not a readable training checkpoint: {err}") from None
+        raise CheckpointError(f"{path}: not a readable training checkpoint: {load_failure(err, path)}") from None
     if not isinstance(state, dict) or not _is(state.get("format"), FORMAT):
         raise CheckpointError(f"{path}: not a dvis training checkpoint (expected format {FORMAT!r})")
     if not _is(state.get("version"), VERSION):
@@ -97,7 +100,18 @@ def load_checkpoint(path: Path, stage: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: this is a {state['stage']}-stage checkpoint, but you are training the {stage} stage; "
             f"use an output_dir of its own for each stage")
+    _check_finite_weights(state, path)
     return state
+
+
+def _check_finite_weights(state: dict[str, Any], path: Path) -> None:
+    """A checkpoint written after training diverged: say so, rather than fail later on a NaN loss."""
+    bad = non_finite(state["model"]) if isinstance(state.get("model"), dict) else []
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"{path}: the checkpoint holds non-finite weights (NaN or infinite values in "
+                              f"{len(bad)} tensor(s) of 'model': {shown}); resume from an earlier copy or train "
+                              f"this stage again")
 
 
 def _is(value: Any, expected: str | int) -> bool:

@@ -95,6 +95,7 @@ class SolverConfig:
     batch_size: int = 8  # effective clips per optimizer step = clips_per_gpu x world x accumulation
     clips_per_gpu: int = 1
     amp: str = "auto"  # auto (on CUDA) | on | off
+    precision: str = "fp32"  # segmenter forward passes: fp32 | bf16 (the fast path, dvis.modeling.fast_path)
     checkpoint_period: int = 1000
     log_period: int = 20
     find_unused_parameters: str = "auto"  # auto | on | off (DDP)
@@ -297,6 +298,7 @@ def validate(config: TrainConfig, source: str) -> None:
         (s.max_iter >= 1, f"solver.max_iter = {s.max_iter}: expected >= 1"),
         (s.batch_size >= 1 and s.clips_per_gpu >= 1, "solver.batch_size and solver.clips_per_gpu must be >= 1"),
         (s.amp in ("auto", "on", "off"), f"solver.amp = {s.amp!r}: expected auto, on or off"),
+        (s.precision in ("fp32", "bf16"), f"solver.precision = {s.precision!r}: expected fp32 or bf16"),
         (s.find_unused_parameters in ("auto", "on", "off"), "solver.find_unused_parameters: expected auto, on or off"),
         (s.checkpoint_period >= 1 and s.log_period >= 1, "solver.checkpoint_period and log_period must be >= 1"),
         (data.format in ("ytvis", "vipseg"), f"data.format = {data.format!r}: expected 'ytvis' or 'vipseg'"),

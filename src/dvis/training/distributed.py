@@ -27,15 +27,41 @@ class DistInfo:
         return self.rank == 0
 
 
-def _device(local_rank: int, requested: str) -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+def _parse_device(requested: str) -> torch.device | None:
+    """"auto" -> None; "cpu", "cuda", "cuda:N" -> that device; anything else: ConfigError."""
+    from dvis.errors import ConfigError
+
+    if requested == "auto":
+        return None
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}")
+    return device
+
+
+def _device(local_rank: int, requested: str, world_size: int = 1) -> torch.device:
+    """The device of this process: ``cuda:N`` as asked in a single process; under torchrun
+    (``world_size`` > 1) ``cuda`` / ``auto`` mean ``cuda:LOCAL_RANK``."""
+    from dvis.errors import ConfigError
+
+    device = _parse_device(requested)
+    if (device is not None and device.type == "cpu") or (device is None and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from dvis.errors import ConfigError
-
         raise ConfigError(f"device {requested!r} requested but CUDA is not available")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = local_rank
+    if device is not None and device.index is not None:
+        if world_size > 1:
+            raise ConfigError(f"device {requested!r}: under torchrun each rank uses cuda:LOCAL_RANK; "
+                              "pass --device cuda")
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        index = device.index
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -43,7 +69,7 @@ def setup(device: str = "auto") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    target = _device(local_rank, device)
+    target = _device(local_rank, device, world_size)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if target.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)

@@ -34,9 +34,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dvis.errors import ConfigError, DVISError
-from dvis.evaluation.writers import OutputWriteError
-from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, atomic_write, save_pretrained
+from dvis.errors import ConfigError, DVISError, OutputWriteError
+from dvis.fileio import atomic_write, writing
+from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, save_pretrained
+from dvis.modeling.segmenter import Mask2FormerSegmenter
 from dvis.training import distributed
 from dvis.training.cache import SegmenterCache, fingerprint
 from dvis.training.checkpoint import (
@@ -44,7 +45,6 @@ from dvis.training.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
-    writing,
 )
 from dvis.training.config import STAGES, SolverConfig, TrainConfig, dump_config
 from dvis.training.data import ClipOrder, StepBatchSampler, build_clip_dataset, build_loader, build_video_dataset
@@ -115,6 +115,14 @@ def use_amp(solver: SolverConfig, device: torch.device) -> bool:
     return device.type == "cuda" and solver.amp != "off"
 
 
+def set_segmenter_precision(model: nn.Module, precision: str) -> None:
+    """solver.precision: the segmenter's forward passes (training, cache) in fp32 or the bf16 fast path."""
+    if isinstance(model.segmenter, Mask2FormerSegmenter):
+        model.segmenter.precision = precision
+    elif precision != "fp32":
+        raise ConfigError(f"solver.precision = {precision}: only the Mask2Former segmenter has a bf16 fast path")
+
+
 def cache_wanted(config: TrainConfig, stage: str) -> bool:
     if stage == "segmenter" or config.cache.enabled == "off":
         return False
@@ -141,6 +149,7 @@ class Trainer:
         self._seed(config.seed)
         self.videos = build_video_dataset(config.data)
         self.model = build_stage_model(config, stage).to(self.dist.device)
+        set_segmenter_precision(self.model, config.solver.precision)
         num_classes = self.model.config.segmenter.num_classes
         self.criterion = DVISLoss(num_classes, config.loss).to(self.dist.device)
         self.cache = self._build_cache() if cache_wanted(config, stage) else None
@@ -435,8 +444,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=self.fields)
         writer.writeheader()
         writer.writerows(rows)
-        with writing(self.path, "metrics file"):
-            atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()))
+        atomic_write(self.path, lambda p: p.write_text(buffer.getvalue()), "metrics file")
 
     def write(self, row: dict) -> None:
         fields = self.fields or list(row.keys())
