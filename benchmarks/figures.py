@@ -62,13 +62,15 @@ def pyplot():
 # ------------------------------------------------------------------------- AP by occlusion level
 def variant_name(stem: str) -> tuple[str, str]:
     """'refiner-seed0-offline' -> ('refiner', 'offline'); 'minvis-minvis' -> ('minvis', 'minvis')."""
-    match = re.fullmatch(r"(?P<name>.+?)(?:-seed\d+)?-(?P<label>minvis|online|offline|clip\d+)", stem)
+    match = re.fullmatch(r"(?P<name>.+?)(?:-seed\d+)?-(?P<label>minvis|online|offline|oracle|per-frame|clip\d+)", stem)
     return (match["name"], match["label"]) if match else (stem, "")
 
 
 def variant_title(name: str, label: str) -> str:
     titles = {("minvis", "minvis"): "MinVIS", ("dvis", "online"): "DVIS online (tracker)",
-              ("refiner", "offline"): "DVIS offline (tracker + refiner)"}
+              ("refiner", "offline"): "DVIS offline (tracker + refiner)",
+              ("oracle", "oracle"): "oracle association (bound)",
+              ("per-frame", "per-frame"): "segmenter per frame"}
     if (name, label) in titles:
         return titles[(name, label)]
     if label.startswith("clip"):
@@ -88,7 +90,8 @@ def read_evaluations(folder: Path) -> dict[tuple[str, str], list[dict]]:
 
 def occlusion_order(key: tuple[str, str]) -> tuple[int, str]:
     """MinVIS, online, offline first (the paper's Table 5), then the ablation variants by name."""
-    first = [("minvis", "minvis"), ("dvis", "online"), ("refiner", "offline")]
+    first = [("per-frame", "per-frame"), ("minvis", "minvis"), ("dvis", "online"), ("refiner", "offline"),
+             ("oracle", "oracle")]
     return (first.index(key), "") if key in first else (len(first), f"{key[0]} {key[1]}")
 
 

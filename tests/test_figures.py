@@ -19,6 +19,9 @@ def test_evaluation_file_names_give_variant_and_mode():
     assert figures.variant_name("no-long-term-seed0-offline") == ("no-long-term", "offline")
     assert figures.variant_name("refiner-seed2-clip20") == ("refiner", "clip20")
     assert figures.variant_title("dvis", "online") == "DVIS online (tracker)"
+    assert figures.variant_name("oracle-oracle") == ("oracle", "oracle")
+    assert figures.variant_name("per-frame-per-frame") == ("per-frame", "per-frame")
+    assert figures.variant_title("oracle", "oracle") == "oracle association (bound)"
 
 
 def test_read_evaluations_groups_seeds_and_orders_the_paper_first(tmp_path):
