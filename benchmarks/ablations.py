@@ -249,10 +249,34 @@ def evaluate(model_dir: str, mode: str, clip_len: int, annotations: str, out: st
     return result
 
 
+def segmenter_outputs(model, frames, window: int = 8):
+    """The segmenter alone on (T, H, W, 3) uint8 frames, ``window`` frames at a time ->
+    :class:`dvis.evaluation.oracle.FrameOutputs` (class probabilities, masks at the frames' size)."""
+    import numpy as np
+    import torch
+
+    from dvis.evaluation.oracle import FrameOutputs
+    from dvis.inference.transforms import resize_video
+    from dvis.modeling.postprocess import upsample_masks
+
+    config = model.config.inference
+    height, width = frames.shape[1:3]
+    probs, masks = [], []
+    with torch.no_grad():
+        for start in range(0, len(frames), window):
+            video = resize_video(list(frames[start:start + window]), config.min_size_test, config.max_size_test)
+            pixel_values, sizes = model.preprocess([video])
+            _, _, logits, mask_logits = model.segment(pixel_values)  # (1, t, Q, K+1), (1, t, Q, h, w)
+            probs.append(logits[0].float().softmax(-1)[..., :-1].numpy())
+            up = upsample_masks(mask_logits[0].float().transpose(0, 1), sizes[0], (height, width), sigmoid=False)
+            masks.append((up > 0).transpose(0, 1).numpy())  # (t, Q, H, W)
+    return FrameOutputs(np.concatenate(probs), np.concatenate(masks))
+
+
 def _segmenter_bounds(model, videos, gt, mode: str) -> tuple[dict, int]:
     import numpy as np
 
-    from dvis.evaluation.oracle import oracle_tracks, per_frame_split, segmenter_outputs
+    from dvis.evaluation.oracle import oracle_tracks, per_frame_split
     from dvis.evaluation.ytvis import evaluate_tracks
 
     outputs, frames = {}, 0
@@ -620,14 +644,15 @@ def restore_trackers(plan: Plan) -> list[int]:
     from dvis.modeling.dvis import DVIS
     from dvis.modeling.io import load_config, load_pretrained, save_pretrained
 
-    restored = []
+    restored, segmenter = [], None
     for seed in plan.seeds:
         stored = plan.results_dir / "trackers" / f"{TRACKERS[0].name}-seed{seed}"
         target = plan.model_dir(TRACKERS[0], seed)
         if not (stored / "tracker.safetensors").is_file() or (target / "config.yaml").is_file():
             continue
+        segmenter = segmenter or load_pretrained(plan.segmenter).segmenter.state_dict()
         model = DVIS(load_config(stored / "config.yaml"))
-        model.segmenter.load_state_dict(load_pretrained(plan.segmenter).segmenter.state_dict())
+        model.segmenter.load_state_dict(segmenter)
         model.tracker.load_state_dict(load_file(str(stored / "tracker.safetensors")))
         save_pretrained(model, target)
         shutil.copyfile(stored / "training.yaml", target / "training.yaml")

@@ -9,7 +9,7 @@
   (query, class) pairs of that frame as detections: the segmenter's per-frame mask AP.
 
 Both work on :class:`FrameOutputs`, the segmenter's per-frame class probabilities and binary
-masks at the video's size, computed by :func:`segmenter_outputs`.
+masks at the video's size (``benchmarks/ablations.py`` computes them by running the segmenter).
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from dvis.data.masks import decode
 from dvis.evaluation.rle import encode_masks
 from dvis.evaluation.ytvis_data import GroundTruth, Track, Video
-from dvis.modeling.dvis import DVIS
-from dvis.modeling.postprocess import upsample_masks
-from dvis.data.masks import decode
-from dvis.inference.transforms import resize_video
 
 
 @dataclass
@@ -33,22 +29,6 @@ class FrameOutputs:
 
     probs: np.ndarray
     masks: np.ndarray
-
-
-@torch.no_grad()
-def segmenter_outputs(model: DVIS, frames: np.ndarray, window: int = 8) -> FrameOutputs:
-    """Run the segmenter alone on (T, H, W, 3) uint8 frames, ``window`` frames at a time."""
-    config = model.config.inference
-    height, width = frames.shape[1:3]
-    probs, masks = [], []
-    for start in range(0, len(frames), window):
-        video = resize_video(list(frames[start:start + window]), config.min_size_test, config.max_size_test)
-        pixel_values, sizes = model.preprocess([video])
-        _, _, logits, mask_logits = model.segment(pixel_values)  # (1, t, Q, K+1), (1, t, Q, h, w)
-        probs.append(logits[0].float().softmax(-1)[..., :-1].numpy())
-        up = upsample_masks(mask_logits[0].float().transpose(0, 1), sizes[0], (height, width), sigmoid=False)
-        masks.append((up > 0).transpose(0, 1).numpy())  # (t, Q, H, W)
-    return FrameOutputs(np.concatenate(probs), np.concatenate(masks))
 
 
 def _gt_masks(track: Track, video: Video) -> list[np.ndarray | None]:

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--merge-timeout", type=float, help="rank 0: seconds to wait for other ranks (default: forever)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="segmenter arithmetic: fp32 (exact, default) or bf16 (fast path: bfloat16 autocast, "
-                        "~2x faster on CPUs with AVX512-BF16; see docs/model.md for its deviation)")
+                        "see docs/model.md for its measured speed-up and deviation)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # = --no-progress
     p.set_defaults(func=run_segment)

@@ -43,12 +43,18 @@ def ensure_synthetic(data: DataConfig) -> None:
         return
     if data.root is None:
         raise DataError("config data.synthetic needs data.root (the folder to generate the set into)")
-    if (Path(data.root) / (data.annotations or "annotations.json")).exists():
+    generate_missing(Path(data.root) / (data.annotations or "annotations.json"), data.synthetic)
+
+
+def generate_missing(annotations: Path, synthetic) -> None:
+    """Generate the synthetic set ``synthetic`` (a SyntheticConfig) beside ``annotations`` unless
+    that file exists."""
+    if annotations.exists():
         return
     from dvis.data.synthetic import generate
 
-    s = data.synthetic
-    generate(data.root, videos=s.videos, frames=s.frames, seed=s.seed, height=s.height, width=s.width,
+    s = synthetic
+    generate(annotations.parent, videos=s.videos, frames=s.frames, seed=s.seed, height=s.height, width=s.width,
              objects=tuple(s.objects), occlusion=s.occlusion)
 
 

@@ -24,6 +24,7 @@ from dvis.evaluation.ytvis import evaluate_tracks
 from dvis.evaluation.ytvis_data import load_ground_truth, parse_results
 from dvis.modeling.dvis import DVIS
 from dvis.training.config import ValidationConfig
+from dvis.training.data import generate_missing
 
 STAGE_MODES = {"segmenter": "minvis", "tracker": "online", "refiner": "offline"}
 LOGGED = ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy")
@@ -32,12 +33,8 @@ LOGGED = ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy")
 def ensure_validation_set(config: ValidationConfig) -> Path:
     """The annotation file, generated first when ``validation.synthetic`` asks for it."""
     annotations = Path(config.annotations)
-    if config.synthetic is not None and not annotations.is_file():
-        from dvis.data.synthetic import generate
-
-        s = config.synthetic
-        generate(annotations.parent, videos=s.videos, frames=s.frames, seed=s.seed, height=s.height,
-                 width=s.width, objects=tuple(s.objects), occlusion=s.occlusion)
+    if config.synthetic is not None:
+        generate_missing(annotations, config.synthetic)
     if not annotations.is_file():
         raise ConfigError(f"validation.annotations = {annotations}: file not found")
     return annotations
@@ -83,10 +80,6 @@ class ValidationLog:
             with path.open(newline="") as handle:
                 self.rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)
                              if int(float(row["iteration"])) <= start_iteration]
-
-    def best(self, metric: str) -> dict[str, float] | None:
-        scored = [row for row in self.rows if not math.isnan(row[metric])]
-        return max(scored, key=lambda row: row[metric]) if scored else None
 
     def append(self, row: dict[str, float], write) -> None:
         self.rows.append(row)
