@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from dvis.data.prefetch import BackgroundWorker
 from dvis.inference.results import select_entries
 
 ALPHA = 0.5
@@ -204,11 +205,14 @@ class OverlayVideo:
 
     The source frames are read a second time (a second decode) and written with the masks of each
     frame rendered on them, at the source frame rate. Disabled (``enabled=False``) it writes nothing.
+    Decoding, drawing and encoding run in a background thread (:class:`~dvis.data.prefetch.
+    BackgroundWorker`, up to ``queue_depth`` frames queued) so that the model computing the next
+    frames' masks does not wait for them; ``queue_depth=0`` does them in the caller's thread.
     """
 
-    def __init__(self, path, source, enabled: bool) -> None:
-        self.path, self.source, self.enabled = path, source, enabled
-        self._writer = self._frames = None
+    def __init__(self, path, source, enabled: bool, queue_depth: int = 8) -> None:
+        self.path, self.source, self.enabled, self.queue_depth = path, source, enabled, queue_depth
+        self._writer = self._frames = self._worker = None
 
     def __enter__(self) -> "OverlayVideo":
         if self.enabled:
@@ -216,12 +220,16 @@ class OverlayVideo:
 
             self._frames = iter(self.source)
             self._writer = VideoWriter(self.path, self.source.fps).__enter__()
+            self._worker = BackgroundWorker(self._write, self.queue_depth, name="dvis-overlay")
         return self
 
     def add(self, masks: np.ndarray | None, colours: list, texts: list[str]) -> None:
-        """The next frame with ``masks`` (n, H, W) bool drawn on it (None or n = 0: the frame as is)."""
-        if not self.enabled:
-            return
+        """The next frame with ``masks`` (n, H, W) bool drawn on it (None or n = 0: the frame as is).
+        ``masks`` must not be changed afterwards (it is drawn later, in the worker thread)."""
+        if self.enabled:
+            self._worker.submit(masks, colours, texts)
+
+    def _write(self, masks: np.ndarray | None, colours: list, texts: list[str]) -> None:
         frame = next(self._frames)
         if masks is None or len(masks) == 0:
             self._writer.write(frame)
@@ -229,5 +237,11 @@ class OverlayVideo:
             self._writer.write(render_frame(frame, masks, colours, texts))
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._writer is not None:
-            self._writer.__exit__(exc_type, exc, tb)
+        if self._writer is None:
+            return
+        try:
+            self._worker.close(cancel=exc_type is not None)
+        except BaseException as error:  # the worker failed (e.g. disk full): no half-written mp4
+            self._writer.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._writer.__exit__(exc_type, exc, tb)
