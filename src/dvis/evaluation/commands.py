@@ -55,13 +55,13 @@ def _write(path: str | None, obj: dict) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from dvis.evaluation.ytvis import evaluate_files
+    from dvis.evaluation.api import evaluate_ytvis
 
     missing = [flag for flag, value in (("--gt-json", args.gt_json), ("--pred-json", args.pred_json)) if not value]
     if missing:
         raise InputError(f"dvis eval needs {' and '.join(missing)} "
                          "(dvis eval --gt-json ANN.json --pred-json RESULTS.json)")
-    result = evaluate_files(args.gt_json, args.pred_json, strict_lengths=args.strict_lengths)
+    result = evaluate_ytvis(args.gt_json, args.pred_json, strict_lengths=args.strict_lengths)
     # -1 (summarize()'s "undefined") is reported as null, as DVIS's evaluator logs it.
     summary = {key: None if result[key] == -1.0 else result[key] for key in YTVIS_KEYS}
     summary["per_category"] = result["per_category"]
@@ -72,16 +72,10 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_panoptic(args: argparse.Namespace):
-    from dvis.evaluation.vipseg_io import open_set
-
-    return open_set(args.gt_json, args.gt_dir, args.pred_dir, args.pred_json)
-
-
 def run_eval_vpq(args: argparse.Namespace) -> int:
-    from dvis.evaluation.vpq import evaluate_set
+    from dvis.evaluation.api import evaluate_vpq
 
-    result = evaluate_set(_open_panoptic(args))
+    result = evaluate_vpq(args.gt_json, args.gt_dir, args.pred_dir, args.pred_json)
     paper = result["k_0_5_10_15"]
     rows = [("VPQ (script, n=1,2,4,6,8)", result["VPQ"]), ("VPQ_thing", result["VPQ_thing"]),
             ("VPQ_stuff", result["VPQ_stuff"]), ("VPQ (paper, k=0,5,10,15)", paper["VPQ"]),
@@ -93,18 +87,18 @@ def run_eval_vpq(args: argparse.Namespace) -> int:
 
 
 def run_eval_stq(args: argparse.Namespace) -> int:
-    from dvis.evaluation.stq import evaluate_set
+    from dvis.evaluation.api import evaluate_stq
 
-    result = evaluate_set(_open_panoptic(args), num_classes=args.num_classes)
+    result = evaluate_stq(args.gt_json, args.gt_dir, args.pred_dir, args.pred_json, num_classes=args.num_classes)
     _print_table([("STQ", result["STQ"]), ("AQ", result["AQ"]), ("SQ (mIoU)", result["SQ"])])
     _write(args.json, result)
     return 0
 
 
 def run_eval_vss(args: argparse.Namespace) -> int:
-    from dvis.evaluation.vss import evaluate_folders
+    from dvis.evaluation.api import evaluate_vss
 
-    result = evaluate_folders(args.gt_dir, args.pred_dir, args.split, args.num_classes)
+    result = evaluate_vss(args.gt_dir, args.pred_dir, args.split, args.num_classes)
     _print_table([("mIoU", result["mIoU"]), ("mVC8", result["mVC8"]), ("mVC16 (script)", result["mVC16"]),
                   ("mVC16 (own windows)", result["mVC16_own_windows"])])
     _write(args.json, result)
