@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from dvis.compat.categories import VIPSEG_THING_CLASSES, dataset_categories
+from dvis.compat.official import NO_OBJECT_WEIGHT
 from dvis.errors import ConfigError
 from dvis.modeling.dvis import DVISConfig, InferenceConfig
 from dvis.modeling.refiner import RefinerConfig
@@ -117,7 +118,7 @@ def _minvis_model(num_classes: int) -> dict[str, Any]:
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes,
         "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "VideoMultiScaleMaskedTransformerDecoder_minvis",
         "MODEL.MASK_FORMER.DEEP_SUPERVISION": True,
-        "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
+        "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": NO_OBJECT_WEIGHT,
         "MODEL.MASK_FORMER.CLASS_WEIGHT": 2.0,
         "MODEL.MASK_FORMER.MASK_WEIGHT": 5.0,
         "MODEL.MASK_FORMER.DICE_WEIGHT": 5.0,
@@ -377,7 +378,7 @@ class ReleasePreset:
     name: str
     dataset: str  # "ovis" | "ytvis19" | "ytvis21" | "vipseg"
     backbone: str  # "r50" | "swin-l"
-    mode: str  # "online" | "offline" | "minvis"
+    mode: str  # one of PRESET_KINDS: "online" | "offline" | "minvis"
     num_classes: int
     num_queries: int
     min_size_test: int
