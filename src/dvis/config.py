@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -160,6 +161,8 @@ def _scalar(tp: Any, value: Any) -> Any:
     if tp is str:
         if isinstance(value, bool):  # YAML reads unquoted on/off as booleans
             return "on" if value else "off"
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if not isinstance(value, (str, int, float)):
             raise _Invalid
         return str(value)
