@@ -9,7 +9,7 @@ import torch
 
 from dvis.compat.checkpoint import load_official, read_state_dict
 from dvis.compat.release_config import dvis_config_from_official
-from dvis.errors import CheckpointError, InputError
+from dvis.errors import CheckpointError, ConfigError, InputError
 from dvis.modeling.dvis import DVIS
 from golden_files import DATA
 
@@ -110,9 +110,9 @@ def test_bad_inputs_are_refused_with_the_shape(model, frames):
         model([frames[0]])
     with pytest.raises(InputError, match="same number of frames"):
         model([frames, frames[:4]])
-    with pytest.raises(InputError, match="mode must be one of"):
+    with pytest.raises(ConfigError, match="mode must be one of"):
         model([frames], mode="realtime")
-    with pytest.raises(InputError, match="semi-online mode needs clip_len"):
+    with pytest.raises(ConfigError, match="semi-online mode needs clip_len"):
         model([frames], mode="semi-online")
     with pytest.raises(InputError, match="output sizes"):
         model([frames], [(1, 1), (2, 2)])

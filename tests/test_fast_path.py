@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
 
-from dvis.errors import InputError
+from dvis.errors import ConfigError, InputError
 from dvis.modeling.fast_path import deformable_attention_forward, deformable_sampling
 from test_segmenter import DATA, _load, _max_errors
 
@@ -140,7 +140,7 @@ def test_predictor_and_stream_use_the_precision_option():
         assert seen == [False, False]  # fp32 stays the default
     finally:
         handle.remove()
-    with pytest.raises(InputError, match=r"precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(ConfigError, match=r"precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
         VideoPredictor(model, precision="fp16")
 
 

@@ -15,8 +15,9 @@ from dvis.inference import registry
 from dvis.inference.categories import Categories, model_categories
 from dvis.inference.predictor import VideoPredictor
 from dvis.inference.render import OverlayVideo
-from dvis.modeling import presets
-from dvis.modeling.presets import PRESETS, VIPSEG_THING_CLASSES, build_config, get_preset
+from dvis.compat import presets
+from dvis.compat.categories import VIPSEG_THING_CLASSES, dataset_categories
+from dvis.compat.presets import PRESETS, build_config, get_preset
 from golden_files import DATA
 from inference_helpers import random_frames, save_tiny_model, tiny_model, write_frame_folder
 
@@ -38,16 +39,16 @@ def test_every_preset_has_its_datasets_categories(name, tmp_path):
 
 
 def test_known_category_names():
-    ovis, ytvis19, ytvis21 = (dict(presets.dataset_categories(d)) for d in ("ovis", "ytvis19", "ytvis21"))
+    ovis, ytvis19, ytvis21 = (dict(dataset_categories(d)) for d in ("ovis", "ytvis19", "ytvis21"))
     assert (ovis[1], ovis[12], ovis[25]) == ("Person", "Poultry", "Vehical")  # the dataset's spelling
     assert (ytvis19[6], ytvis19[40]) == ("sedan", "tennis_racket")
     assert (ytvis21[26], ytvis21[40]) == ("person", "zebra")
     with pytest.raises(Exception, match="no categories recorded for dataset 'coco'"):
-        presets.dataset_categories("coco")
+        dataset_categories("coco")
 
 
 def test_vipseg_names_agree_with_the_bundled_vipseg_categories():
-    vipseg = dict(presets.dataset_categories("vipseg"))
+    vipseg = dict(dataset_categories("vipseg"))
     gt = json.loads((DATA / "metrics_example" / "vpq_a_small" / "gt" / "panoptic_gt_VIPSeg_val.json").read_text())
     assert gt["categories"]
     for category in gt["categories"]:
@@ -99,7 +100,7 @@ def test_ytvis_preset_writes_ids_from_one_and_draws_names(tmp_path, monkeypatch)
     reference = VideoPredictor(model)(tmp_path / "clip")
     results = json.loads((out / "results.json").read_text())
     assert [r["category_id"] for r in results] == [label + 1 for label in reference.labels.tolist()]
-    names = dict(presets.dataset_categories("ytvis19"))
+    names = dict(dataset_categories("ytvis19"))
     ids = {str(r["track_id"]) for r in results}
     labels = [text.split(" ") for text in texts]  # "id class score"
     assert texts and all(len(parts) == 3 and parts[0] in ids for parts in labels)

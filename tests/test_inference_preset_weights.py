@@ -16,7 +16,7 @@ import torch
 
 from dvis.compat.official import convert_segmenter_state_dict, split_segmenter_keys
 from dvis.inference.registry import load_model
-from dvis.modeling.presets import build_config, get_preset
+from dvis.compat.presets import build_config, get_preset
 from golden_files import DATA
 
 PRESET = "dvis-online-ovis-r50"

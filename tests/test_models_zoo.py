@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dvis.cli import build_parser, main
-from dvis.modeling.presets import PRESETS
-from dvis.modeling.release_zoo import BY_PRESET, DVIS_FOLDER, RELEASED
+from dvis.compat.presets import PRESETS
+from dvis.compat.release_zoo import BY_PRESET, DVIS_FOLDER, RELEASED
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "models.md"
 

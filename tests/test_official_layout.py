@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dvis.compat.official import convert_segmenter_state_dict, segmenter_keys_from_layout
+from dvis.compat.release_config import segmenter_config_from_official
 from dvis.modeling.segmenter import Mask2FormerSegmenter, SegmenterConfig
 
 DATA = Path(__file__).parent / "data" / "official_layout"
@@ -51,7 +52,7 @@ def _layout(name: str) -> dict:
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_layout_converts_with_nothing_missing_or_left_over(name: str) -> None:
     layout = _layout(name)
-    config = SegmenterConfig.from_official(layout["config"])
+    config = segmenter_config_from_official(layout["config"])
     converted = convert_segmenter_state_dict(_fake_official(DATA / name, config), config)
     with torch.device("meta"):
         model = Mask2FormerSegmenter(config)
@@ -69,14 +70,14 @@ def test_layout_converts_with_nothing_missing_or_left_over(name: str) -> None:
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_layout_config_is_the_preset(name: str) -> None:
-    config = SegmenterConfig.from_official(_layout(name)["config"])
+    config = segmenter_config_from_official(_layout(name)["config"])
     assert config == SegmenterConfig.preset(PRESETS[name], num_classes=25)
 
 
 def test_layout_frozen_bn_buffers_are_the_batchnorm_statistics() -> None:
     """The release's FrozenBN buffers (counted in backbone_buffers) become the BatchNorm's four tensors."""
     layout = _layout("official_keys_ovis_r50_offline.json")
-    config = SegmenterConfig.from_official(layout["config"])
+    config = segmenter_config_from_official(layout["config"])
     with torch.device("meta"):
         model = Mask2FormerSegmenter(config)
     bn_numel = sum(t.numel() for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)

@@ -17,9 +17,9 @@ import torch
 from dvis.compat.release_config import dvis_config_from_official
 from dvis.errors import ConfigError
 from dvis.modeling.dvis import DVISConfig
-from dvis.modeling.presets import (
+from dvis.compat.categories import VIPSEG_THING_CLASSES
+from dvis.compat.presets import (
     PRESETS,
-    VIPSEG_THING_CLASSES,
     ReleasePreset,
     build_config,
     get_preset,

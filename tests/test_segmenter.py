@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dvis.compat.official import convert_segmenter_state_dict
+from dvis.compat.release_config import segmenter_config_from_official
 from dvis.errors import CheckpointError, ConfigError, InputError
 from dvis.modeling.segmenter import Mask2FormerSegmenter, SegmenterConfig
 
@@ -54,7 +55,7 @@ def _load(path: Path) -> tuple[dict, Mask2FormerSegmenter]:
     if path not in _CACHE:
         assert path.is_file(), f"{ENV}: {path} is not a segmenter golden file"
         golden = torch.load(path, weights_only=True, map_location="cpu")
-        config = SegmenterConfig.from_official(dict(golden["config"]))
+        config = segmenter_config_from_official(dict(golden["config"]))
         model = Mask2FormerSegmenter(config).eval()
         model.load_state_dict(convert_segmenter_state_dict(golden["state_dict"], config), strict=True)
         _CACHE[path] = (golden, model)
@@ -296,7 +297,7 @@ def test_wrong_backbone_weights_are_rejected(r50, swin) -> None:
 def test_e2e_config_values_build_the_same_segmenter(r50) -> None:
     _, model = r50
     e2e = torch.load(Path(__file__).parent / "data" / "e2e" / "e2e_small.pt", weights_only=True)
-    assert SegmenterConfig.from_official(dict(e2e["config"]["values"])) == model.config
+    assert segmenter_config_from_official(dict(e2e["config"]["values"])) == model.config
 
 
 @pytest.mark.parametrize("change, match", [
@@ -316,7 +317,7 @@ def test_unsupported_config_is_rejected(r50, change, match) -> None:
         else:
             flat[key] = value
     with pytest.raises(ConfigError, match=match):
-        SegmenterConfig.from_official(flat)
+        segmenter_config_from_official(flat)
 
 
 def test_stride_in_1x1_moves_the_stride() -> None:
@@ -348,14 +349,14 @@ def _e2e_goldens() -> list[Path]:
 @pytest.mark.parametrize("path", _e2e_goldens(), ids=lambda p: p.name)
 def test_e2e_golden_segmenter_stage(path: Path) -> None:
     """uint8 frames -> preprocess -> segmenter, per official window, equals the release's intermediates."""
-    from dvis.compat.official import split_segmenter_keys
+    from dvis.compat.official import load_official_segmenter, split_segmenter_keys
 
     assert path.is_file(), f"{E2E_ENV}: {path} is not an e2e golden file"
     golden = torch.load(path, weights_only=True, map_location="cpu")
     values = dict(golden["config"]["values"])
-    config = SegmenterConfig.from_official(values)
+    config = segmenter_config_from_official(values)
     model = Mask2FormerSegmenter(config).eval()
-    model.load_official_state_dict(split_segmenter_keys(golden["model"]))
+    load_official_segmenter(model, split_segmenter_keys(golden["model"]))
     pixel_values, size = model.preprocess(golden["inputs"]["frames_uint8_tchw"])
     assert list(size) == list(golden["inputs"]["resized_size"])
     assert list(pixel_values.shape[-2:]) == list(golden["inputs"]["padded_size"])
@@ -381,4 +382,4 @@ def test_unsupported_swin_config_is_rejected(swin, change, match) -> None:
     golden, _ = swin
     flat = {**dict(golden["config"]), **change}
     with pytest.raises(ConfigError, match=match):
-        SegmenterConfig.from_official(flat)
+        segmenter_config_from_official(flat)

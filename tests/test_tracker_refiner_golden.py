@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
-from dvis.modeling.tracker import ReferringTracker, TrackerConfig
+from dvis.compat.release_config import refiner_config_from_release_kwargs, tracker_config_from_release_kwargs
+from dvis.modeling.refiner import TemporalRefiner
+from dvis.modeling.tracker import ReferringTracker
 from golden_files import DATA, golden_files, ids, require_file, torch_golden_with
 
 FILES = golden_files(sorted((DATA / "tracker_refiner").glob("*.pt")), "DVIS_GOLDEN",
@@ -33,9 +34,9 @@ def assert_close(name: str, ours: torch.Tensor, theirs: torch.Tensor) -> None:
 
 def build(golden: dict) -> tuple[ReferringTracker, TemporalRefiner]:
     config = golden["config"]
-    tracker = ReferringTracker(TrackerConfig.from_release_kwargs(config)).eval()
+    tracker = ReferringTracker(tracker_config_from_release_kwargs(config)).eval()
     tracker.load_state_dict(golden["tracker_state_dict"], strict=True)
-    refiner = TemporalRefiner(RefinerConfig.from_release_kwargs(config)).eval()
+    refiner = TemporalRefiner(refiner_config_from_release_kwargs(config)).eval()
     refiner.load_state_dict(golden["refiner_state_dict"], strict=True)
     return tracker, refiner
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvis.errors import InputError
+from dvis.errors import ConfigError, InputError
 from dvis.modeling.matching import match_queries
 from dvis.modeling.minvis import minvis_match
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
@@ -60,7 +60,7 @@ def test_tracker_rejects_bad_shapes():
     _, state = tracker(torch.randn(1, 2, 10, 32))
     with pytest.raises(InputError, match="tracker state is for"):
         tracker(torch.randn(1, 2, 12, 32), state=state)
-    with pytest.raises(InputError, match="matching must be one of"):
+    with pytest.raises(ConfigError, match="matching must be one of"):
         TrackerConfig(matching="nearest")
 
 
@@ -156,9 +156,9 @@ def test_standard_cross_attention_ignores_the_current_query_order():
 
 
 def test_tracker_ablation_options_are_checked():
-    with pytest.raises(InputError, match="cross_attention must be one of"):
+    with pytest.raises(ConfigError, match="cross_attention must be one of"):
         TrackerConfig(cross_attention="deformable")
-    with pytest.raises(InputError, match="initial_value must be one of"):
+    with pytest.raises(ConfigError, match="initial_value must be one of"):
         TrackerConfig(initial_value="random")
-    with pytest.raises(InputError, match="referring cross-attention only"):
+    with pytest.raises(ConfigError, match="referring cross-attention only"):
         TrackerConfig(cross_attention="standard", initial_value="zero")

@@ -14,7 +14,7 @@ from dvis.cli import main
 from dvis.errors import CheckpointError, ConfigError, DataError
 from dvis.modeling.dvis import DVIS
 from dvis.modeling.io import config_from_dict
-from dvis.modeling.presets import get_preset
+from dvis.compat.presets import get_preset
 from dvis.training.checkpoint import load_checkpoint, save_checkpoint
 from dvis.training.config import SolverConfig, apply_overrides, load_train_config, train_config_from_dict
 from dvis.training.data import build_video_dataset

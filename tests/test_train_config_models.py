@@ -17,7 +17,7 @@ from dvis.cli import main
 from dvis.errors import CheckpointError
 from dvis.modeling.dvis import DVIS
 from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, config_from_dict, config_to_dict
-from dvis.modeling.presets import build_config
+from dvis.compat.presets import build_config
 from dvis.training.config import InitConfig, TrainConfig, load_train_config
 from dvis.training.model import PARTS, model_sections
 

@@ -341,6 +341,12 @@ def convert_segmenter_state_dict(official: dict[str, Tensor], config) -> dict[st
     return converted
 
 
+def load_official_segmenter(model, official: dict[str, Tensor]) -> None:
+    """Convert release-named weights (``backbone.*``, ``sem_seg_head.*``) and load them strictly
+    into ``model`` (a :class:`~dvis.modeling.segmenter.Mask2FormerSegmenter`)."""
+    model.load_state_dict(convert_segmenter_state_dict(official, model.config), strict=True)
+
+
 def check_segmenter_state_dict(official: dict[str, Tensor], config) -> tuple[dict[str, Tensor], KeyReport]:
     """Like :func:`convert_segmenter_state_dict` but returns the problems instead of raising.
 

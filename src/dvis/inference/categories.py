@@ -5,7 +5,7 @@ Where they come from (the first that applies):
 1. a YouTube-VIS annotation JSON given as input: its categories sorted by id, one per class;
 2. ``classes.json`` in the model folder: ``[{"id": 1, "name": "person"}, ...]`` in class-index order;
 3. a release preset: its dataset's categories (OVIS / YouTube-VIS ids 1..K, VIPSeg ids 0..123,
-   :func:`dvis.modeling.presets.dataset_categories`) with their names;
+   :func:`dvis.compat.categories.dataset_categories`) with their names;
 4. otherwise class k is category id k + 1, named "class k+1".
 """
 
@@ -46,7 +46,7 @@ def model_categories(ref: ModelRef | None, num_classes: int) -> Categories:
     if ref is not None and ref.folder is not None and (ref.folder / CLASSES_FILE).is_file():
         return read_classes_file(ref.folder / CLASSES_FILE, num_classes)
     if ref is not None and ref.kind == "preset":
-        from dvis.modeling.presets import get_preset
+        from dvis.compat.presets import get_preset
 
         categories = Categories.from_pairs(get_preset(ref.name).categories)
         _check_count(categories, num_classes, f"release preset {ref.name!r}")

@@ -5,7 +5,7 @@
 * a folder in our format (``config.yaml`` + ``model.safetensors``, :mod:`dvis.modeling.io`);
 * a registered name (:data:`REGISTERED`, e.g. ``synthetic-demo``): a model folder shipped inside
   the package under ``dvis/models/<name>/``;
-* a release preset name (:mod:`dvis.modeling.presets`, e.g. ``dvis-offline-ovis-r50``) together
+* a release preset name (:mod:`dvis.compat.presets`, e.g. ``dvis-offline-ovis-r50``) together
   with ``weights=FILE.pth``, a released detectron2-format checkpoint.
 
 ``overrides`` are :class:`~dvis.modeling.dvis.InferenceConfig` fields (mode, task, clip_len, ...).
@@ -33,7 +33,7 @@ def registered_folder(name: str) -> Path:
 
 def preset_names() -> list[str]:
     try:
-        from dvis.modeling.presets import PRESETS
+        from dvis.compat.presets import PRESETS
     except ImportError:  # presets not available in this build
         return []
     return sorted(PRESETS)
@@ -163,7 +163,7 @@ def _build(ref: ModelRef, overrides: dict) -> DVIS:
 
 
 def _from_preset(name: str, weights: Path, overrides: dict) -> DVIS:
-    from dvis.modeling.presets import build_config
+    from dvis.compat.presets import build_config
 
     config = build_config(name)
     config.inference = dataclasses.replace(config.inference, **overrides)

@@ -1,8 +1,8 @@
 """``dvis models``: every model a name can refer to, and where its weights come from.
 
 Rows: the registered models shipped in the package (their ``config.yaml`` is read, no weights
-loaded) and the release presets (:mod:`dvis.modeling.presets`), with the released checkpoint of
-each preset that has one (:mod:`dvis.modeling.release_zoo`).
+loaded) and the release presets (:mod:`dvis.compat.presets`), with the released checkpoint of
+each preset that has one (:mod:`dvis.compat.release_zoo`).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def registered_rows() -> list[ModelRow]:
 
 
 def preset_rows() -> list[ModelRow]:
-    from dvis.modeling.presets import PRESETS
-    from dvis.modeling.release_zoo import BY_PRESET
+    from dvis.compat.presets import PRESETS
+    from dvis.compat.release_zoo import BY_PRESET
 
     rows = []
     for name in sorted(PRESETS):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dvis.errors import InputError
+from dvis.errors import ConfigError, InputError
 from dvis.modeling.fast_path import PRECISIONS
 from dvis.modeling.minvis import minvis_match
 from dvis.modeling.postprocess import (
@@ -56,18 +56,19 @@ class InferenceConfig:
     precision: str = "fp32"  # segmenter: fp32 (exact) | bf16 (fast path, dvis.modeling.fast_path)
 
     def validate(self) -> None:
+        """Raise ConfigError for an unknown mode, task or precision and for sizes below 1."""
         if self.mode not in MODES:
-            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.task not in TASKS:
-            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.mode == "semi-online" and self.clip_len < 1:
-            raise InputError(f"semi-online mode needs clip_len >= 1, got {self.clip_len}")
+            raise ConfigError(f"semi-online mode needs clip_len >= 1, got {self.clip_len}")
         if self.window_size < 1:
-            raise InputError(f"window_size must be >= 1, got {self.window_size}")
+            raise ConfigError(f"window_size must be >= 1, got {self.window_size}")
         if self.max_num < 1:
-            raise InputError(f"max_num must be >= 1, got {self.max_num}")
+            raise ConfigError(f"max_num must be >= 1, got {self.max_num}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass
@@ -76,6 +77,11 @@ class DVISConfig:
     tracker: TrackerConfig | None = None  # None: a segmenter-only (MinVIS) model
     refiner: RefinerConfig | None = None  # None: an online model
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError for a refiner without a tracker (each section validates itself)."""
+        if self.refiner is not None and self.tracker is None:
+            raise ConfigError("refiner needs a tracker: set the tracker section too")
 
 
 @dataclass

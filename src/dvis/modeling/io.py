@@ -19,88 +19,28 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from dvis.config import from_dict, to_dict
 from dvis.errors import CheckpointError, ConfigError, DVISError
 from dvis.fileio import atomic_write
-from dvis.modeling.dvis import DVIS, DVISConfig, InferenceConfig
-from dvis.modeling.refiner import RefinerConfig
-from dvis.modeling.segmenter import SegmenterConfig
-from dvis.modeling.tracker import TrackerConfig
+from dvis.modeling.dvis import DVIS, DVISConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
-_SECTIONS = {"segmenter": SegmenterConfig, "tracker": TrackerConfig, "refiner": RefinerConfig, "inference": InferenceConfig}
 
 
 def config_to_dict(config: DVISConfig) -> dict[str, Any]:
-    def plain(value):
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return {
-        name: None if getattr(config, name) is None else {k: plain(v) for k, v in dataclasses.asdict(getattr(config, name)).items()}
-        for name in _SECTIONS
-    }
+    """The config as plain data (tuples as lists; ``tracker``/``refiner`` may be None)."""
+    return to_dict(config)
 
 
-_SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}
-
-
-def _check_value(section: str, key: str, annotation: str, value, source: str) -> None:
-    """Plain YAML values only, of the field's declared kind (annotations are strings here)."""
-    where = f"{source}: {section}.{key}"
-    expected = _SCALARS.get(annotation)
-    if expected is not None:
-        wrong_bool = isinstance(value, bool) and annotation != "bool"
-        if wrong_bool or not isinstance(value, expected):
-            raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
-    elif annotation.startswith("tuple"):
-        if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{where}: expected a list of numbers, got {value!r}")
-    elif not isinstance(value, (str, int, float, bool)):
-        raise ConfigError(f"{where}: expected a plain value, got {type(value).__name__}")
-
-
-def _section(cls, values: dict | None, name: str, source: str):
-    if values is None:
-        return None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in {name!r}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
-    required = sorted(k for k, f in fields.items() if f.default is dataclasses.MISSING
-                      and f.default_factory is dataclasses.MISSING and k not in values)
-    if required:
-        raise ConfigError(f"{source}: section {name!r} lacks required key(s): {', '.join(required)}")
-    for key, value in values.items():
-        _check_value(name, key, str(fields[key].type), value, source)
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    try:
-        return cls(**converted)
-    except (TypeError, ValueError, DVISError) as err:
-        raise _named(err, f"{source}: section {name!r}") from None
+def config_from_dict(values: dict[str, Any], source: str = "config") -> DVISConfig:
+    """A DVISConfig from plain data (:func:`dvis.config.from_dict`; errors name ``source``)."""
+    return from_dict(DVISConfig, values, source=source)
 
 
 def _named(err: Exception, source: str) -> DVISError:
     """The same typed error with ``source`` (file, section) in front; others become ConfigError."""
     kind = type(err) if isinstance(err, DVISError) else ConfigError
     return kind(f"{source}: {err}")
-
-
-def config_from_dict(values: dict[str, Any], source: str = "config") -> DVISConfig:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: expected a mapping with sections {sorted(_SECTIONS)}")
-    unknown = sorted(str(k) for k in set(values) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; expected {sorted(_SECTIONS)}")
-    if values.get("segmenter") is None:
-        raise ConfigError(f"{source}: the 'segmenter' section is required")
-    sections = {name: _section(cls, values.get(name), name, source) for name, cls in _SECTIONS.items()}
-    if sections["inference"] is None:
-        sections["inference"] = InferenceConfig()
-    return DVISConfig(**sections)
 
 
 def load_config(path: str | Path) -> DVISConfig:

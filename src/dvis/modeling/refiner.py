@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dvis.errors import InputError
+from dvis.errors import ConfigError, InputError
 from dvis.modeling.layers import (
     MLP,
     CrossAttentionLayer,
@@ -24,7 +24,7 @@ from dvis.modeling.layers import (
     mask_logits,
     xavier_init_matrices,
 )
-from dvis.modeling.tracker import check_embeds, check_mask_features, release_kwargs
+from dvis.modeling.tracker import check_embeds, check_mask_features, check_sizes
 
 
 @dataclass
@@ -40,10 +40,15 @@ class RefinerConfig:
     use_short_term_conv: bool = True
     use_cross_attention: bool = True
 
-    @classmethod
-    def from_release_kwargs(cls, kwargs: dict) -> "RefinerConfig":
-        """From the released constructor arguments (``hidden_channel``, ``num_head``, ...)."""
-        return cls(**release_kwargs(kwargs))
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for sizes that build no refiner and for switches that are not booleans."""
+        check_sizes(self)
+        for name in ("use_long_term_attention", "use_short_term_conv", "use_cross_attention"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
 
 
 @dataclass

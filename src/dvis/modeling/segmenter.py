@@ -34,8 +34,8 @@ Weight conversion from the release's detectron2 names lives in :mod:`dvis.compat
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +50,6 @@ RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
 }
 NETWORK_STRIDE = 32  # coarsest backbone stride; forward() needs H, W multiples of it
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
-_IN_FEATURES = ["res2", "res3", "res4", "res5"]
-_DEFORM_IN_FEATURES = ["res3", "res4", "res5"]
-_BACKBONE_NAMES = {"build_resnet_backbone": "resnet", "D2SwinTransformer": "swin"}
 
 
 @dataclass
@@ -100,50 +97,28 @@ class SegmenterConfig:
     size_divisibility: int = 32
 
     def __post_init__(self) -> None:
-        self._coerce_scalars()
-        self.swin_depths = tuple(int(d) for d in self.swin_depths)
-        self.swin_num_heads = tuple(int(h) for h in self.swin_num_heads)
-        self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
-        self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
-
-    def _coerce_scalars(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = {"int": int, "float": float, "bool": bool}.get(str(f.type))
-            if kind is None:
-                continue
-            if kind is bool and not isinstance(value, bool):
-                raise ConfigError(f"segmenter {f.name}: expected true/false, got {value!r}")
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise ConfigError(f"segmenter {f.name}: expected an integer, got {value!r}")
-            try:
-                setattr(self, f.name, kind(value))
-            except (TypeError, ValueError):
-                raise ConfigError(f"segmenter {f.name}: expected {kind.__name__}, got {value!r}") from None
 
     def validate(self) -> None:
         """Raise ConfigError for values the transformers network cannot represent."""
         if self.backbone not in ("resnet", "swin"):
-            raise ConfigError(f"segmenter backbone: expected 'resnet' or 'swin', got {self.backbone!r}")
+            raise ConfigError(f"backbone: expected 'resnet' or 'swin', got {self.backbone!r}")
         for name in ("num_classes", "hidden_dim", "mask_dim", "convs_dim", "num_heads",
-                     "dim_feedforward", "num_queries", "enc_layers", "enc_dim_feedforward"):
+                     "dim_feedforward", "num_queries", "enc_layers", "enc_dim_feedforward", "dec_layers"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"segmenter {name}: expected a positive integer, got {getattr(self, name)!r}")
-        if self.dec_layers < 1:
-            raise ConfigError(f"segmenter dec_layers: expected >= 1, got {self.dec_layers}")
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.hidden_dim % self.num_heads or self.convs_dim % self.num_heads:
             raise ConfigError(
-                f"segmenter num_heads={self.num_heads} must divide hidden_dim={self.hidden_dim} "
+                f"num_heads={self.num_heads} must divide hidden_dim={self.hidden_dim} "
                 f"and convs_dim={self.convs_dim}")
         if self.convs_dim % 32:
-            raise ConfigError(f"segmenter convs_dim={self.convs_dim}: GroupNorm(32) needs a multiple of 32")
+            raise ConfigError(f"convs_dim={self.convs_dim}: GroupNorm(32) needs a multiple of 32")
         if self.size_divisibility < 1 or self.size_divisibility % NETWORK_STRIDE:
             raise ConfigError(
-                f"segmenter size_divisibility={self.size_divisibility}: expected a positive multiple of "
+                f"size_divisibility={self.size_divisibility}: expected a positive multiple of "
                 f"{NETWORK_STRIDE} (the backbone's coarsest stride)")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
-            raise ConfigError("segmenter pixel_mean/pixel_std: expected 3 values (RGB)")
+            raise ConfigError("pixel_mean/pixel_std: expected 3 values (RGB)")
         if self.backbone == "resnet":
             self._validate_resnet()
         else:
@@ -152,56 +127,34 @@ class SegmenterConfig:
     def _validate_resnet(self) -> None:
         if self.resnet_depth not in RESNET_DEPTHS:
             raise ConfigError(
-                f"RESNETS.DEPTH={self.resnet_depth}: only bottleneck ResNets {sorted(RESNET_DEPTHS)} are supported")
+                f"resnet_depth={self.resnet_depth}: only bottleneck ResNets {sorted(RESNET_DEPTHS)} are supported")
         if self.resnet_num_groups != 1:
-            raise ConfigError(f"RESNETS.NUM_GROUPS={self.resnet_num_groups}: transformers' ResNet has no groups; expected 1")
+            raise ConfigError(f"resnet_num_groups={self.resnet_num_groups}: transformers' ResNet has no groups; "
+                              "expected 1")
         if self.resnet_width_per_group * 4 != self.resnet_res2_out_channels:
             raise ConfigError(
-                f"RESNETS.WIDTH_PER_GROUP={self.resnet_width_per_group} with RES2_OUT_CHANNELS="
+                f"resnet_width_per_group={self.resnet_width_per_group} with resnet_res2_out_channels="
                 f"{self.resnet_res2_out_channels}: transformers' bottleneck width is out_channels/4, so "
-                f"WIDTH_PER_GROUP must be {self.resnet_res2_out_channels // 4}")
+                f"resnet_width_per_group must be {self.resnet_res2_out_channels // 4}")
 
     def _validate_swin(self) -> None:
         if len(self.swin_depths) != 4 or len(self.swin_num_heads) != 4:
-            raise ConfigError(f"SWIN.DEPTHS/NUM_HEADS: expected 4 stages, got {self.swin_depths} / {self.swin_num_heads}")
+            raise ConfigError(f"swin_depths/swin_num_heads: expected 4 stages, got {self.swin_depths} / "
+                              f"{self.swin_num_heads}")
         if self.swin_ape:
-            raise ConfigError("SWIN.APE=True (absolute position embedding) is not supported; expected False")
+            raise ConfigError("swin_ape=True (absolute position embedding) is not supported; expected False")
         if not self.swin_patch_norm:
-            raise ConfigError("SWIN.PATCH_NORM=False is not supported (transformers' Swin always normalises patches)")
+            raise ConfigError("swin_patch_norm=False is not supported (transformers' Swin always normalises patches)")
         if self.swin_patch_size * 8 != NETWORK_STRIDE:
-            raise ConfigError(f"SWIN.PATCH_SIZE={self.swin_patch_size}: expected 4 (strides 4..32)")
+            raise ConfigError(f"swin_patch_size={self.swin_patch_size}: expected 4 (strides 4..32)")
         if self.swin_window_size < 1:
-            raise ConfigError(f"SWIN.WINDOW_SIZE={self.swin_window_size}: expected a positive integer")
+            raise ConfigError(f"swin_window_size={self.swin_window_size}: expected a positive integer")
         for stage, heads in enumerate(self.swin_num_heads):
             width = self.swin_embed_dim * 2**stage
             if heads < 1 or width % heads:
-                raise ConfigError(f"SWIN.NUM_HEADS[{stage}]={heads} must divide the stage width {width}")
+                raise ConfigError(f"swin_num_heads[{stage}]={heads} must divide the stage width {width}")
 
     # ----------------------------------------------------------------------------- constructors
-    @classmethod
-    def from_official(cls, flat: dict[str, Any]) -> SegmenterConfig:
-        """Build from a flat dict of the release's config values.
-
-        Accepts the goldens' styles: ``NUM_CLASSES``/``RESNETS_DEPTH`` (segmenter and e2e goldens)
-        and dotted ``SEM_SEG_HEAD.NUM_CLASSES``/``MASK_FORMER.HIDDEN_DIM``/``RESNETS.DEPTH``
-        (layout inventories), with or without a ``MODEL.`` prefix.
-        """
-        values = _canonical_keys(flat)
-        name = _require(values, "BACKBONE_NAME")
-        if name not in _BACKBONE_NAMES:
-            raise ConfigError(f"BACKBONE.NAME={name!r}: expected one of {sorted(_BACKBONE_NAMES)}")
-        _check_fixed(values)
-        kwargs: dict[str, Any] = {"backbone": _BACKBONE_NAMES[name]}
-        for attr, key in _FIELD_KEYS.items():
-            if key in values:
-                kwargs[attr] = values[key]
-            elif attr in _REQUIRED_FIELDS:
-                raise ConfigError(f"segmenter config: missing key {key!r} (needed for {attr})")
-        if kwargs["backbone"] == "resnet":
-            _check_resnet_fixed(values)
-        kwargs.update(_backbone_kwargs(values, kwargs["backbone"]))
-        return cls(**kwargs)
-
     @classmethod
     def preset(cls, name: str, num_classes: int) -> SegmenterConfig:
         """Release defaults of the OVIS configs: ``"r50"`` (100 queries) or ``"swin-l"`` (200 queries)."""
@@ -268,112 +221,6 @@ class SegmenterConfig:
         )
 
 
-# ------------------------------------------------------------------------------ flat-dict parsing
-_FIELD_KEYS = {  # SegmenterConfig attribute -> canonical key of the release's config
-    "num_classes": "NUM_CLASSES",
-    "hidden_dim": "HIDDEN_DIM",
-    "mask_dim": "MASK_DIM",
-    "convs_dim": "CONVS_DIM",
-    "num_heads": "NHEADS",
-    "dim_feedforward": "DIM_FEEDFORWARD",
-    "dec_layers": "DEC_LAYERS",
-    "num_queries": "NUM_OBJECT_QUERIES",
-    "enc_layers": "TRANSFORMER_ENC_LAYERS",
-    "enc_dim_feedforward": "PIXEL_DECODER_ENC_DIM_FEEDFORWARD",
-    "enforce_input_proj": "ENFORCE_INPUT_PROJ",
-    "pixel_mean": "PIXEL_MEAN",
-    "pixel_std": "PIXEL_STD",
-    "size_divisibility": "SIZE_DIVISIBILITY",
-}
-_REQUIRED_FIELDS = {"num_classes", "hidden_dim", "mask_dim", "convs_dim", "num_heads",
-                    "dim_feedforward", "dec_layers", "num_queries", "enc_layers"}
-_RESNET_KEYS = {
-    "resnet_depth": "RESNETS_DEPTH",
-    "resnet_stem_out_channels": "RESNETS_STEM_OUT_CHANNELS",
-    "resnet_res2_out_channels": "RESNETS_RES2_OUT_CHANNELS",
-    "resnet_num_groups": "RESNETS_NUM_GROUPS",
-    "resnet_width_per_group": "RESNETS_WIDTH_PER_GROUP",
-    "resnet_stride_in_1x1": "RESNETS_STRIDE_IN_1X1",
-}
-_SWIN_KEYS = {
-    "swin_embed_dim": "SWIN_EMBED_DIM",
-    "swin_depths": "SWIN_DEPTHS",
-    "swin_num_heads": "SWIN_NUM_HEADS",
-    "swin_window_size": "SWIN_WINDOW_SIZE",
-    "swin_patch_size": "SWIN_PATCH_SIZE",
-    "swin_mlp_ratio": "SWIN_MLP_RATIO",
-    "swin_qkv_bias": "SWIN_QKV_BIAS",
-    "swin_ape": "SWIN_APE",
-    "swin_patch_norm": "SWIN_PATCH_NORM",
-    "swin_pretrain_img_size": "SWIN_PRETRAIN_IMG_SIZE",
-    "swin_drop_path_rate": "SWIN_DROP_PATH_RATE",
-}
-_REQUIRED_BACKBONE = {"resnet": {"resnet_depth", "resnet_stem_out_channels", "resnet_res2_out_channels"},
-                      "swin": {"swin_embed_dim", "swin_depths", "swin_num_heads", "swin_window_size"}}
-
-
-_ALIASES = {  # layout-inventory spellings of values the release hard-codes
-    "pixel_decoder_encoder_dim_feedforward": "PIXEL_DECODER_ENC_DIM_FEEDFORWARD",
-    "pixel_decoder_encoder_n_points": "PIXEL_DECODER_ENC_N_POINTS",
-}
-
-
-def _canonical_keys(flat: dict[str, Any]) -> dict[str, Any]:
-    """Map every key style to one: strip ``MODEL.``, ``SEM_SEG_HEAD.``, ``MASK_FORMER.``; '.' -> '_'."""
-    if not isinstance(flat, dict):
-        raise ConfigError(f"segmenter config: expected a flat dict of values, got {type(flat).__name__}")
-    values: dict[str, Any] = {}
-    for key, value in flat.items():
-        canon = str(key).split(" ", 1)[0]
-        for prefix in ("MODEL.", "SEM_SEG_HEAD.", "MASK_FORMER."):
-            if canon.startswith(prefix):
-                canon = canon[len(prefix):]
-        canon = _ALIASES.get(canon, canon.replace(".", "_"))
-        if canon in values and values[canon] != value:
-            raise ConfigError(f"segmenter config: {key!r} = {value!r} contradicts another key for {canon} = {values[canon]!r}")
-        values[canon] = value
-    return values
-
-
-def _require(values: dict[str, Any], key: str) -> Any:
-    if key not in values:
-        raise ConfigError(f"segmenter config: missing key {key!r}")
-    return values[key]
-
-
-def _check_fixed(values: dict[str, Any]) -> None:
-    """Settings the release (and this adapter) hard-code; refuse configs that change them."""
-    fixed = {"IN_FEATURES": _IN_FEATURES, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": _DEFORM_IN_FEATURES,
-             "COMMON_STRIDE": 4, "PRE_NORM": False, "PIXEL_DECODER_ENC_N_POINTS": 4}
-    for key, expected in fixed.items():
-        if key in values and values[key] != expected:
-            raise ConfigError(f"segmenter config {key}={values[key]!r}: only {expected!r} is supported")
-    if "PIXEL_DECODER_ENC_NHEADS" in values and "NHEADS" in values and values["PIXEL_DECODER_ENC_NHEADS"] != values["NHEADS"]:
-        raise ConfigError("segmenter config PIXEL_DECODER_ENC_NHEADS must equal MASK_FORMER.NHEADS (as in the release)")
-    for key in ("SEM_SEG_HEAD_NORM", "NORM"):
-        if key in values and values[key] != "GN":
-            raise ConfigError(f"segmenter config SEM_SEG_HEAD.NORM={values[key]!r}: only 'GN' is supported")
-
-
-def _check_resnet_fixed(values: dict[str, Any]) -> None:
-    fixed = {"RESNETS_NORM": "FrozenBN", "RESNETS_RES5_DILATION": 1, "RESNETS_OUT_FEATURES": _IN_FEATURES,
-             "RESNETS_DEFORM_ON_PER_STAGE": [False] * 4}
-    for key, expected in fixed.items():
-        if key in values and values[key] != expected:
-            raise ConfigError(f"segmenter config {key}={values[key]!r}: only {expected!r} is supported")
-
-
-def _backbone_kwargs(values: dict[str, Any], backbone: str) -> dict[str, Any]:
-    keys = _RESNET_KEYS if backbone == "resnet" else _SWIN_KEYS
-    kwargs = {}
-    for attr, key in keys.items():
-        if key in values:
-            kwargs[attr] = values[key]
-        elif attr in _REQUIRED_BACKBONE[backbone]:
-            raise ConfigError(f"segmenter config: missing key {key!r} (needed for {attr})")
-    return kwargs
-
-
 # ------------------------------------------------------------------------------------- outputs
 def as_float32(out: "SegmenterOutput") -> "SegmenterOutput":
     """Every tensor of ``out`` as contiguous float32 (the fast path's outputs are bfloat16/NHWC)."""
@@ -428,9 +275,8 @@ def _quiet_transformers() -> Iterator[None]:
 class Mask2FormerSegmenter(nn.Module):
     """transformers' ``Mask2FormerForUniversalSegmentation`` with the release's conventions.
 
-    State-dict keys start with ``mask2former.`` (the wrapped transformers model). Use
-    :func:`dvis.compat.official.convert_segmenter_state_dict` for released weights, or
-    :meth:`load_official_state_dict`.
+    State-dict keys start with ``mask2former.`` (the wrapped transformers model); released weights
+    are converted by :mod:`dvis.compat.official` (``load_official_segmenter``).
     """
 
     def __init__(self, config: SegmenterConfig, precision: str = "fp32") -> None:
@@ -554,12 +400,3 @@ class Mask2FormerSegmenter(nn.Module):
             mask_features=out.pixel_decoder_last_hidden_state,
             aux_outputs=aux,
         )
-
-    # ------------------------------------------------------------------------------- checkpoints
-    def load_official_state_dict(self, official: dict[str, Tensor]) -> None:
-        """Convert release-named weights (``backbone.*``, ``sem_seg_head.*``) and load them strictly."""
-        from dvis.compat.official import convert_segmenter_state_dict
-
-        converted = convert_segmenter_state_dict(official, self.config)
-        self.load_state_dict(converted, strict=True)
-

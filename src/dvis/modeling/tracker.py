@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dvis.errors import InputError
+from dvis.errors import ConfigError, InputError
 from dvis.modeling.layers import (
     MLP,
     FFNLayer,
@@ -57,32 +57,34 @@ class TrackerConfig:
     initial_value: str = "matched"
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for sizes that build no tracker and for unknown options."""
+        check_sizes(self)
         if self.matching not in MATCHING_MODES:
-            raise InputError(f"matching must be one of {MATCHING_MODES}, got {self.matching!r}")
+            raise ConfigError(f"matching must be one of {MATCHING_MODES}, got {self.matching!r}")
         if self.cross_attention not in CROSS_ATTENTION_KINDS:
-            raise InputError(f"cross_attention must be one of {CROSS_ATTENTION_KINDS}, got {self.cross_attention!r}")
+            raise ConfigError(f"cross_attention must be one of {CROSS_ATTENTION_KINDS}, got {self.cross_attention!r}")
         if self.initial_value not in INITIAL_VALUES:
-            raise InputError(f"initial_value must be one of {INITIAL_VALUES}, got {self.initial_value!r}")
+            raise ConfigError(f"initial_value must be one of {INITIAL_VALUES}, got {self.initial_value!r}")
         if self.cross_attention == "standard" and self.initial_value != "matched":
-            raise InputError("initial_value applies to referring cross-attention only; standard cross-attention "
-                             "uses the previous frame's output (leave initial_value='matched')")
-
-    @classmethod
-    def from_release_kwargs(cls, kwargs: dict) -> "TrackerConfig":
-        """From the released constructor arguments (``hidden_channel``, ``num_head``, ...)."""
-        return cls(**release_kwargs(kwargs), matching=kwargs.get("matching", "dvis-release"))
+            raise ConfigError("initial_value applies to referring cross-attention only; standard cross-attention "
+                              "uses the previous frame's output (leave initial_value='matched')")
 
 
-def release_kwargs(kwargs: dict) -> dict:
-    """Released tracker/refiner constructor argument names -> our config field names."""
-    return dict(
-        num_classes=int(kwargs["class_num"]),
-        hidden_dim=int(kwargs["hidden_channel"]),
-        feedforward_dim=int(kwargs["feedforward_channel"]),
-        num_heads=int(kwargs["num_head"]),
-        num_layers=int(kwargs["decoder_layer_num"]),
-        mask_dim=int(kwargs["mask_dim"]),
-    )
+SIZE_FIELDS = ("num_classes", "hidden_dim", "feedforward_dim", "num_heads", "num_layers", "mask_dim")
+
+
+def check_sizes(config) -> None:
+    """ConfigError unless the tracker's / refiner's sizes are positive integers and the heads divide
+    hidden_dim."""
+    for name in SIZE_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    if config.hidden_dim % config.num_heads:
+        raise ConfigError(f"num_heads={config.num_heads} must divide hidden_dim={config.hidden_dim}")
 
 
 @dataclass

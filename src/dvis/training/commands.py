@@ -7,8 +7,7 @@ import argparse
 import os
 
 from dvis.errors import InputError
-
-STAGES = ("segmenter", "tracker", "refiner")  # = dvis.training.config.STAGES (not imported: keeps `dvis -h` light)
+from dvis.training.stage_names import STAGES
 
 
 def register(subparsers) -> None:

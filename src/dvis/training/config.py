@@ -21,22 +21,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dvis.compat.official import NO_OBJECT_WEIGHT
+from dvis.config import check_keys, dotted_keys, from_dict, unknown_key_error
 from dvis.errors import ConfigError
-from dvis.modeling.dvis import InferenceConfig
+from dvis.modeling.dvis import MODES, InferenceConfig
+from dvis.modeling.fast_path import PRECISIONS
 from dvis.modeling.refiner import RefinerConfig
 from dvis.modeling.segmenter import SegmenterConfig
 from dvis.modeling.tracker import TrackerConfig
+from dvis.training.stage_names import STAGES
 
-STAGES = ("segmenter", "tracker", "refiner")
 MODEL_SECTIONS = {"segmenter": SegmenterConfig, "tracker": TrackerConfig, "refiner": RefinerConfig,
                   "inference": InferenceConfig}
+SWITCHES = ("auto", "on", "off")  # solver.amp, solver.find_unused_parameters, cache.enabled
+VALIDATION_METRICS = ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy")
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first failed check (messages start with the field)."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 @dataclass
@@ -50,6 +61,15 @@ class AugmentationConfig:
     crop_prob: float = 0.5
     crop_resize: list[int] = field(default_factory=lambda: [400, 500, 600])
 
+    def validate(self) -> None:
+        _check([
+            (bool(self.short_sides) and min(self.short_sides) >= 1, f"short_sides = {self.short_sides}: expected sizes >= 1"),
+            (self.max_size >= 1, f"max_size = {self.max_size}: expected >= 1"),
+            (0.0 <= self.flip_prob <= 1.0, f"flip_prob = {self.flip_prob}: expected a probability in [0, 1]"),
+            (0.0 <= self.crop_prob <= 1.0, f"crop_prob = {self.crop_prob}: expected a probability in [0, 1]"),
+            (self.crop is None or len(self.crop) == 2, f"crop = {self.crop}: expected [lo, hi] or null"),
+        ])
+
 
 @dataclass
 class SyntheticConfig:
@@ -62,6 +82,14 @@ class SyntheticConfig:
     width: int = 128
     objects: list[int] = field(default_factory=lambda: [2, 6])
     occlusion: str = "heavy"
+
+    def validate(self) -> None:
+        _check([
+            (min(self.videos, self.frames, self.height, self.width) >= 1,
+             "videos, frames, height and width must be >= 1"),
+            (len(self.objects) == 2 and 0 <= self.objects[0] <= self.objects[1],
+             f"objects = {self.objects}: expected [min, max] with 0 <= min <= max"),
+        ])
 
 
 @dataclass
@@ -77,6 +105,12 @@ class DataConfig:
     augmentation: AugmentationConfig | None = field(default_factory=AugmentationConfig)
     num_workers: int = 2
     synthetic: SyntheticConfig | None = None
+
+    def validate(self) -> None:
+        _check([
+            (self.format in ("ytvis", "vipseg"), f"format = {self.format!r}: expected 'ytvis' or 'vipseg'"),
+            (self.num_frames >= 1, f"num_frames = {self.num_frames}: expected >= 1"),
+        ])
 
 
 @dataclass
@@ -100,18 +134,35 @@ class SolverConfig:
     log_period: int = 20
     find_unused_parameters: str = "auto"  # auto | on | off (DDP)
 
+    def validate(self) -> None:
+        _check([
+            (self.max_iter >= 1, f"max_iter = {self.max_iter}: expected >= 1"),
+            (self.batch_size >= 1 and self.clips_per_gpu >= 1, "batch_size and solver.clips_per_gpu must be >= 1"),
+            (self.amp in SWITCHES, f"amp = {self.amp!r}: expected auto, on or off"),
+            (self.precision in PRECISIONS, f"precision = {self.precision!r}: expected fp32 or bf16"),
+            (self.find_unused_parameters in SWITCHES, "find_unused_parameters: expected auto, on or off"),
+            (self.checkpoint_period >= 1 and self.log_period >= 1, "checkpoint_period and log_period must be >= 1"),
+        ])
+
 
 @dataclass
 class LossConfig:
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
-    no_object_weight: float = 0.1
+    no_object_weight: float = NO_OBJECT_WEIGHT
     num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
     guided_fraction: float = 0.5  # tracker/refiner: match with the frozen stage's output before this
+
+    def validate(self) -> None:
+        _check([
+            (self.num_points >= 1, "num_points must be >= 1"),
+            (0.0 <= self.importance_sample_ratio <= 1.0, "importance_sample_ratio must be in [0, 1]"),
+            (0.0 <= self.guided_fraction <= 1.0, "guided_fraction must be in [0, 1]"),
+        ])
 
 
 @dataclass
@@ -119,6 +170,12 @@ class CacheConfig:
     enabled: str = "auto"  # auto (when augmentation is off) | on | off
     dir: str | None = None  # default: OUTPUT_DIR/segmenter_cache
     dtype: str = "float16"  # float16 | float32 (mask features and mask logits)
+
+    def validate(self) -> None:
+        _check([
+            (self.enabled in SWITCHES, f"enabled = {self.enabled!r}: expected auto, on or off"),
+            (self.dtype in ("float16", "float32"), f"dtype = {self.dtype!r}: expected float16 or float32"),
+        ])
 
 
 @dataclass
@@ -133,11 +190,23 @@ class ValidationConfig:
     metric: str = "AP"  # AP AP50 AP75 AP_light AP_medium AP_heavy
     synthetic: SyntheticConfig | None = None  # generate the split there when it is missing
 
+    def validate(self) -> None:
+        _check([
+            (self.period >= 1, f"period = {self.period}: expected >= 1"),
+            (self.mode is None or self.mode in MODES,
+             f"mode = {self.mode!r}: expected {', '.join(MODES)} (or null: the stage's mode)"),
+            (self.metric in VALIDATION_METRICS,
+             f"metric = {self.metric!r}: expected one of {', '.join(VALIDATION_METRICS)}"),
+        ])
+
 
 @dataclass
 class InitConfig:
     model: str | None = None  # our model folder (config.yaml + model.safetensors), e.g. a previous stage's
     release_checkpoint: str | None = None  # a released DVIS/MinVIS .pth for the segmenter (and tracker)
+
+    def validate(self) -> None:
+        """Nothing to check here: the paths are checked when the stage model is built."""
 
 
 @dataclass
@@ -153,170 +222,47 @@ class TrainConfig:
     seed: int = 0
     stage: str | None = None  # optional: the stage this file is meant for
 
+    def validate(self) -> None:
+        """The sections validate themselves; here: the stage name."""
+        if self.stage is not None and self.stage not in STAGES:
+            raise ConfigError(f"stage = {self.stage!r}; expected one of {STAGES}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "solver": SolverConfig, "loss": LossConfig, "cache": CacheConfig,
-             "init": InitConfig, "validation": ValidationConfig}
-_NESTED = {("data", "augmentation"): AugmentationConfig, ("data", "synthetic"): SyntheticConfig,
-           ("validation", "synthetic"): SyntheticConfig}
+_SECTIONS = ("data", "solver", "loss", "cache", "init", "validation")
 
 
 # ------------------------------------------------------------------------------------ key lists
 def known_keys() -> list[str]:
     """Every dotted key a config may set (for error messages and close matches)."""
-    keys = ["output_dir", "seed", "stage"]
-    for name, cls in _SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            nested = _NESTED.get((name, f.name))
-            if nested is None:
-                keys.append(f"{name}.{f.name}")
-            else:
-                keys.append(f"{name}.{f.name}")
-                keys += [f"{name}.{f.name}.{g.name}" for g in dataclasses.fields(nested)]
+    keys = [k for k in dotted_keys(TrainConfig) if k not in _SECTIONS and k != "model"]
     for name, cls in MODEL_SECTIONS.items():
         keys.append(f"model.{name}")
-        keys += [f"model.{name}.{f.name}" for f in dataclasses.fields(cls)]
+        keys += dotted_keys(cls, f"model.{name}.")
     return keys
 
 
-def unknown_key_error(key: str, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known_keys(), n=4, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(close)}?" if close else ""
-    return ConfigError(f"{source}: unknown config key {key!r}{hint}")
-
-
-def _check_keys(values: dict, prefix: str, allowed: set[str], source: str) -> None:
-    for key in values:
-        if key not in allowed:
-            raise unknown_key_error(f"{prefix}{key}", source)
-
-
 # ---------------------------------------------------------------------------------- conversion
-def _build(cls, values: Any, prefix: str, source: str):
-    if values is None:
-        return None
-    if isinstance(values, cls):
-        return values
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.')} must be a mapping, got {values!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    _check_keys(values, prefix, names, source)
-    kwargs = {}
-    section = prefix.rstrip(".")
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        nested = _NESTED.get((section, f.name))
-        value = values[f.name]
-        kwargs[f.name] = _build(nested, value, f"{prefix}{f.name}.", source) if nested else _coerce(
-            value, f, f"{prefix}{f.name}", source)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, f: dataclasses.Field, key: str, source: str) -> Any:
-    kind = str(f.type)
-    if value is None:
-        if "None" in kind:
-            return None
-        raise ConfigError(f"{source}: {key} must not be null")
-    try:
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind.startswith("list[int]"):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError
-            return [int(v) for v in value]
-        if kind.startswith("str"):
-            if isinstance(value, bool):  # YAML reads unquoted on/off as booleans
-                return "on" if value else "off"
-            if not isinstance(value, (str, int, float)):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} = {value!r} is not a valid {kind}") from None
-    return value
-
-
-def _check_model(model: Any, source: str) -> dict[str, Any]:
-    if model is None:
-        return {}
-    if not isinstance(model, dict):
-        raise ConfigError(f"{source}: 'model' must be a mapping with sections {sorted(MODEL_SECTIONS)}")
-    _check_keys(model, "model.", set(MODEL_SECTIONS), source)
+def check_model_sections(model: dict[str, Any], source: str) -> None:
+    """Each given ``model.*`` section must load as its config class (they stay plain dicts: a stage
+    takes the sections it lacks from ``init.model``)."""
+    check_keys(model, list(MODEL_SECTIONS), source, "model.")
     for name, values in model.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: model.{name} must be a mapping")
-        _check_keys(values, f"model.{name}.", {f.name for f in dataclasses.fields(MODEL_SECTIONS[name])}, source)
-    return model
+        if values is not None:
+            from_dict(MODEL_SECTIONS[name], values, source=source, prefix=f"model.{name}.")
 
 
 def train_config_from_dict(values: Any, source: str = "config") -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
-    top = {"model", "output_dir", "seed", "stage", *_SECTIONS}
-    _check_keys(values, "", top, source)
     if "data" not in values:
         raise ConfigError(f"{source}: missing section 'data'")
-    kwargs: dict[str, Any] = {"model": _check_model(copy.deepcopy(values.get("model")), source)}
-    for name, cls in _SECTIONS.items():
-        if name in values:
-            kwargs[name] = _build(cls, values[name] if values[name] is not None else {}, f"{name}.", source)
-    if "output_dir" in values:
-        kwargs["output_dir"] = str(values["output_dir"])
-    if "seed" in values:
-        kwargs["seed"] = _coerce(values["seed"], _field(TrainConfig, "seed"), "seed", source)
-    if values.get("stage") is not None:
-        if values["stage"] not in STAGES:
-            raise ConfigError(f"{source}: stage = {values['stage']!r}; expected one of {STAGES}")
-        kwargs["stage"] = values["stage"]
-    config = TrainConfig(**kwargs)
-    validate(config, source)
+    values = {**values, "model": copy.deepcopy(values.get("model")) or {}}
+    config = from_dict(TrainConfig, values, source=source)
+    check_model_sections(config.model, source)
     return config
-
-
-def _field(cls, name: str) -> dataclasses.Field:
-    return next(f for f in dataclasses.fields(cls) if f.name == name)
-
-
-def validate(config: TrainConfig, source: str) -> None:
-    s, data = config.solver, config.data
-    checks = [
-        (s.max_iter >= 1, f"solver.max_iter = {s.max_iter}: expected >= 1"),
-        (s.batch_size >= 1 and s.clips_per_gpu >= 1, "solver.batch_size and solver.clips_per_gpu must be >= 1"),
-        (s.amp in ("auto", "on", "off"), f"solver.amp = {s.amp!r}: expected auto, on or off"),
-        (s.precision in ("fp32", "bf16"), f"solver.precision = {s.precision!r}: expected fp32 or bf16"),
-        (s.find_unused_parameters in ("auto", "on", "off"), "solver.find_unused_parameters: expected auto, on or off"),
-        (s.checkpoint_period >= 1 and s.log_period >= 1, "solver.checkpoint_period and log_period must be >= 1"),
-        (data.format in ("ytvis", "vipseg"), f"data.format = {data.format!r}: expected 'ytvis' or 'vipseg'"),
-        (data.num_frames >= 1, f"data.num_frames = {data.num_frames}: expected >= 1"),
-        (config.cache.enabled in ("auto", "on", "off"), f"cache.enabled = {config.cache.enabled!r}: expected auto, on or off"),
-        (config.cache.dtype in ("float16", "float32"), f"cache.dtype = {config.cache.dtype!r}: expected float16 or float32"),
-        (config.loss.num_points >= 1, "loss.num_points must be >= 1"),
-        (0.0 <= config.loss.importance_sample_ratio <= 1.0, "loss.importance_sample_ratio must be in [0, 1]"),
-        (0.0 <= config.loss.guided_fraction <= 1.0, "loss.guided_fraction must be in [0, 1]"),
-        (config.validation.period >= 1, f"validation.period = {config.validation.period}: expected >= 1"),
-        (config.validation.mode in (None, "minvis", "online", "offline", "semi-online"),
-         f"validation.mode = {config.validation.mode!r}: expected minvis, online, offline or semi-online"),
-        (config.validation.metric in ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy"),
-         f"validation.metric = {config.validation.metric!r}: expected AP, AP50, AP75, AP_light, AP_medium or AP_heavy"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{source}: {message}")
 
 
 # ----------------------------------------------------------------------------------- overrides
@@ -339,7 +285,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     for text in overrides:
         key, value = parse_override(text)
         if key not in known:
-            raise unknown_key_error(key, "override")
+            raise unknown_key_error(key, sorted(known), "override")
         node = values
         parts = key.split(".")
         for part in parts[:-1]:

@@ -46,11 +46,12 @@ from dvis.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from dvis.training.config import STAGES, SolverConfig, TrainConfig, dump_config
+from dvis.training.config import SolverConfig, TrainConfig, dump_config
 from dvis.training.data import ClipOrder, StepBatchSampler, build_clip_dataset, build_loader, build_video_dataset
 from dvis.training.losses import DVISLoss
 from dvis.training.model import build_stage_model
 from dvis.training.restore import ResumeTargets, restore_training_state
+from dvis.training.stage_names import STAGES
 from dvis.training.stages import STAGE_CLASSES, prepare_batch
 from dvis.training.validation import Validator, ValidationLog
 

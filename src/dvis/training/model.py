@@ -16,10 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dvis.config import from_dict, to_dict
 from dvis.errors import CheckpointError, ConfigError
 from dvis.modeling.dvis import DVIS
 from dvis.modeling.io import CONFIG_FILE, WEIGHTS_FILE, check_state_dict, config_from_dict, config_to_dict, load_config
-from dvis.training.config import TrainConfig
+from dvis.training.config import MODEL_SECTIONS, TrainConfig
 
 PARTS = {"segmenter": ("segmenter",), "tracker": ("segmenter", "tracker"),
          "refiner": ("segmenter", "tracker", "refiner")}
@@ -77,10 +78,7 @@ def model_sections(config: TrainConfig, stage: str) -> dict[str, Any]:
 
 def _normalised(part: str, values: dict[str, Any]) -> dict[str, Any]:
     """A model section with every default filled in, as config_to_dict writes it."""
-    segmenter = values if part == "segmenter" else None
-    if segmenter is None:  # any valid segmenter section lets config_from_dict build the others
-        segmenter = {"backbone": "resnet", "num_classes": 1}
-    return config_to_dict(config_from_dict({"segmenter": segmenter, part: values}))[part]
+    return to_dict(from_dict(MODEL_SECTIONS[part], values, source="training config", prefix=f"model.{part}."))
 
 
 def build_stage_model(config: TrainConfig, stage: str) -> DVIS:

@@ -23,11 +23,10 @@ from dvis.errors import ConfigError
 from dvis.evaluation.ytvis import evaluate_tracks
 from dvis.evaluation.ytvis_data import load_ground_truth, parse_results
 from dvis.modeling.dvis import DVIS
-from dvis.training.config import ValidationConfig
+from dvis.training.config import VALIDATION_METRICS, ValidationConfig
 from dvis.training.data import generate_missing
 
 STAGE_MODES = {"segmenter": "minvis", "tracker": "online", "refiner": "offline"}
-LOGGED = ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy")
 
 
 def ensure_validation_set(config: ValidationConfig) -> Path:
@@ -64,7 +63,7 @@ class Validator:
         for video_id, frames in self.videos:
             entries += predictor(frames).to_ytvis(video_id, self.ground_truth.category_ids)
         metrics = evaluate_tracks(self.ground_truth, parse_results(entries, self.ground_truth))
-        values = {name: metrics[name] for name in LOGGED}
+        values = {name: metrics[name] for name in VALIDATION_METRICS}
         if values.get(self.metric) is None:
             raise ConfigError(f"validation.metric = {self.metric!r}: not computed on this split ({values})")
         return {name: (math.nan if v is None else float(v)) for name, v in values.items()}
@@ -83,7 +82,7 @@ class ValidationLog:
 
     def append(self, row: dict[str, float], write) -> None:
         self.rows.append(row)
-        fields = ["iteration", *LOGGED]
+        fields = ["iteration", *VALIDATION_METRICS]
         text = ",".join(fields) + "\n" + "".join(
             ",".join(repr(float(r[f])) if f != "iteration" else str(int(r[f])) for f in fields) + "\n"
             for r in self.rows)
