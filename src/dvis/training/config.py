@@ -4,7 +4,7 @@ Layout (every section optional except ``model`` and ``data``; defaults are the r
 
     model:   {segmenter: ..., tracker: ..., refiner: ..., inference: ...}   # DVISConfig sections
     init:    {model: DIR, release_checkpoint: FILE}   # weights to start from
-    data:    {format, annotations, image_root, num_frames, augmentation, ...}
+    data:    {format, annotations, image_root, num_frames, augmentation, pseudo_videos, ...}
     solver:  {max_iter, steps, base_lr, batch_size, clips_per_gpu, ...}
     loss:    {class_weight, mask_weight, dice_weight, num_points, ...}
     cache:   {enabled, dir, dtype}
@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from dvis.data.coco_categories import resolve_category_map
 from dvis.errors import ConfigError
 from dvis.modeling.dvis import InferenceConfig
 from dvis.modeling.refiner import RefinerConfig
@@ -35,6 +36,7 @@ from dvis.modeling.segmenter import SegmenterConfig
 from dvis.modeling.tracker import TrackerConfig
 
 STAGES = ("segmenter", "tracker", "refiner")
+DATA_FORMATS = ("ytvis", "vipseg", "coco-pseudo-video")
 MODEL_SECTIONS = {"segmenter": SegmenterConfig, "tracker": TrackerConfig, "refiner": RefinerConfig,
                   "inference": InferenceConfig}
 
@@ -65,8 +67,23 @@ class SyntheticConfig:
 
 
 @dataclass
+class PseudoVideoConfig:
+    """COCO images turned into pseudo videos and mixed with the video set (data.format ytvis), as
+    the release trains YouTube-VIS and OVIS (``DATASETS.TRAIN: (coco2ytvis2019_train, ...)``).
+    Paths are relative to ``root`` (the working directory when null)."""
+
+    root: str | None = None
+    annotations: str | None = None  # COCO instances JSON, e.g. annotations/instances_train2017.json
+    image_root: str | None = None  # its images, e.g. train2017
+    category_map: dict[int, int] | str | None = None  # ytvis19 | ytvis21 | ovis | {coco_id: video_id}
+    ratio: float = 1.0  # sampling weight of the pseudo videos (the release's DATASET_RATIO[0])
+    video_ratio: float = 1.0  # sampling weight of the video set (DATASET_RATIO[1])
+    max_size: int | None = 768  # long-side cap of pseudo clips (INPUT.PSEUDO.MAX_SIZE_TRAIN); null: augmentation's
+
+
+@dataclass
 class DataConfig:
-    format: str = "ytvis"  # ytvis | vipseg
+    format: str = "ytvis"  # ytvis | vipseg | coco-pseudo-video (COCO JSON + images, pseudo videos only)
     root: str | None = None  # base folder; relative paths below are resolved against it
     annotations: str | None = None  # ytvis: annotation JSON; vipseg: panoptic JSON
     image_root: str | None = None  # ytvis: JPEGImages folder; vipseg: frames folder
@@ -77,6 +94,7 @@ class DataConfig:
     augmentation: AugmentationConfig | None = field(default_factory=AugmentationConfig)
     num_workers: int = 2
     synthetic: SyntheticConfig | None = None
+    pseudo_videos: PseudoVideoConfig | None = None  # COCO pseudo videos mixed in (format ytvis)
 
 
 @dataclass
@@ -160,7 +178,7 @@ class TrainConfig:
 _SECTIONS = {"data": DataConfig, "solver": SolverConfig, "loss": LossConfig, "cache": CacheConfig,
              "init": InitConfig, "validation": ValidationConfig}
 _NESTED = {("data", "augmentation"): AugmentationConfig, ("data", "synthetic"): SyntheticConfig,
-           ("validation", "synthetic"): SyntheticConfig}
+           ("validation", "synthetic"): SyntheticConfig, ("data", "pseudo_videos"): PseudoVideoConfig}
 
 
 # ------------------------------------------------------------------------------------ key lists
@@ -301,7 +319,7 @@ def validate(config: TrainConfig, source: str) -> None:
         (s.precision in ("fp32", "bf16"), f"solver.precision = {s.precision!r}: expected fp32 or bf16"),
         (s.find_unused_parameters in ("auto", "on", "off"), "solver.find_unused_parameters: expected auto, on or off"),
         (s.checkpoint_period >= 1 and s.log_period >= 1, "solver.checkpoint_period and log_period must be >= 1"),
-        (data.format in ("ytvis", "vipseg"), f"data.format = {data.format!r}: expected 'ytvis' or 'vipseg'"),
+        (data.format in DATA_FORMATS, f"data.format = {data.format!r}: expected one of {', '.join(DATA_FORMATS)}"),
         (data.num_frames >= 1, f"data.num_frames = {data.num_frames}: expected >= 1"),
         (config.cache.enabled in ("auto", "on", "off"), f"cache.enabled = {config.cache.enabled!r}: expected auto, on or off"),
         (config.cache.dtype in ("float16", "float32"), f"cache.dtype = {config.cache.dtype!r}: expected float16 or float32"),
@@ -314,9 +332,29 @@ def validate(config: TrainConfig, source: str) -> None:
         (config.validation.metric in ("AP", "AP50", "AP75", "AP_light", "AP_medium", "AP_heavy"),
          f"validation.metric = {config.validation.metric!r}: expected AP, AP50, AP75, AP_light, AP_medium or AP_heavy"),
     ]
-    for ok, message in checks:
+    for ok, message in checks + _pseudo_video_checks(data):
         if not ok:
             raise ConfigError(f"{source}: {message}")
+    if data.pseudo_videos is not None:
+        try:
+            resolve_category_map(data.pseudo_videos.category_map, "data.pseudo_videos.category_map")
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+
+def _pseudo_video_checks(data: DataConfig) -> list[tuple[bool, str]]:
+    p = data.pseudo_videos
+    if p is None:
+        return []
+    share = min(p.ratio, p.video_ratio) / max(p.ratio + p.video_ratio, 1e-30)
+    return [
+        (data.format == "ytvis", f"data.pseudo_videos needs data.format = 'ytvis' (got {data.format!r})"),
+        (p.ratio > 0 and p.video_ratio > 0, f"data.pseudo_videos.ratio = {p.ratio} and video_ratio = "
+                                            f"{p.video_ratio}: both must be > 0"),
+        (share >= 1e-3, f"data.pseudo_videos.ratio : video_ratio = {p.ratio} : {p.video_ratio}: each share must be "
+                        "at least 1/1000 (the mix is laid out in blocks of 1000 clips)"),
+        (p.max_size is None or p.max_size >= 1, f"data.pseudo_videos.max_size = {p.max_size}: expected >= 1 or null"),
+    ]
 
 
 # ----------------------------------------------------------------------------------- overrides
