@@ -45,9 +45,10 @@ def coco_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("coco")
     (root / "images").mkdir()
     rng = np.random.default_rng(0)
-    for name in ("a.png", "b.jpg", "c.png"):
+    names = ("a.png", "b.jpg", "c.png")
+    for name in names:
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / name)
-    images = [{"id": i + 1, "file_name": n, "height": 48, "width": 64} for i, n in enumerate(("a.png", "b.jpg", "c.png"))]
+    images = [{"id": i + 1, "file_name": n, "height": 48, "width": 64} for i, n in enumerate(names)]
     anns = [
         {"id": 10, "image_id": 1, "category_id": 1, "segmentation": _box(8, 8, 30, 30), "iscrowd": 0},
         {"id": 11, "image_id": 1, "category_id": 3, "segmentation": _box(35, 5, 60, 40), "iscrowd": 0},

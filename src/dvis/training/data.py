@@ -23,9 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
-
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dvis.data.augment import ClipAugmentation, RotationSchedule
 from dvis.data.clips import ClipDataset, PseudoVideoClipDataset, collate_clips
