@@ -64,6 +64,18 @@ def test_release_config_reproduces_the_release_hyper_parameters(path):
             assert section["num_classes"] == preset.num_classes
     if "segmenter" in config.model:
         assert config.model["segmenter"]["num_queries"] == preset.num_queries
+    pseudo = d.pseudo_videos  # DATASETS.TRAIN (coco2<dataset>_train, <dataset>_train): COCO pseudo videos mixed in
+    if len(train["DATASETS.TRAIN"]) == 1:
+        assert pseudo is None
+    else:
+        assert train["DATASETS.DATASET_TYPE"] == ("image_instance", "video_instance")
+        assert pseudo.category_map == {"coco2ytvis2019_train": "ytvis19", "coco2ytvis2021_train": "ytvis21",
+                                       "coco2ovis_train": "ovis"}[train["DATASETS.TRAIN"][0]]
+        assert (pseudo.ratio, pseudo.video_ratio) == tuple(train["DATASETS.DATASET_RATIO"])
+        assert pseudo.max_size == train["INPUT.PSEUDO.MAX_SIZE_TRAIN"] and train["INPUT.PSEUDO.AUGMENTATIONS"] == (
+            "rotation",)
+        assert tuple(train["INPUT.PSEUDO.MIN_SIZE_TRAIN"]) == tuple(train["INPUT.MIN_SIZE_TRAIN"])
+        assert train["INPUT.PSEUDO.CROP.ENABLED"] == train["INPUT.CROP.ENABLED"]
 
 
 @pytest.mark.parametrize("stage", ["segmenter", "tracker", "refiner"])

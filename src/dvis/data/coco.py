@@ -79,5 +79,55 @@ class CocoImages:
             annotations=self._annotations[image["id"]],
         )
 
+    def image_annotations(self, image_id: int) -> list[dict]:
+        """The annotations of image ``image_id`` (the JSON's dicts, not copies)."""
+        return self._annotations[image_id]
+
     def category_index(self) -> dict[int, int]:
         return {cid: i for i, cid in enumerate(sorted(c["id"] for c in self.categories))}
+
+
+class MappedCocoImages:
+    """The images of a :class:`CocoImages` relabelled into a video set's categories, for pseudo videos.
+
+    ``category_map`` (COCO category id -> video category id, see :mod:`dvis.data.coco_categories`)
+    renames each object's ``category_id``; objects of unmapped categories and crowd objects are
+    dropped, and images left without an object are skipped (the release's YouTube-VIS configs filter
+    them the same way, ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``). ``category_index()`` is the video
+    set's (video category id -> contiguous class index), so pseudo clips share its class indices.
+    ``source`` names the map in error messages (a config key).
+    """
+
+    def __init__(self, images: CocoImages, category_map: dict[int, int], category_index: dict[int, int],
+                 source: str = "category map"):
+        unknown = sorted({v for v in category_map.values() if v not in category_index})
+        if unknown:
+            raise DataError(f"{source}: video category ids {unknown[:8]} are not categories of the video set "
+                            f"(it has {sorted(category_index)[:8]}{'...' if len(category_index) > 8 else ''})")
+        self.images = images
+        self.ann_json = images.ann_json
+        self.category_map = dict(category_map)
+        self._category_index = dict(category_index)
+        self._kept = [i for i, image in enumerate(images.images) if any(
+            self._kept_object(a) for a in images.image_annotations(image["id"]))]
+        if not self._kept:
+            raise DataError(f"{images.ann_json}: no image has a non-crowd object of a category in {source}")
+
+    def _kept_object(self, ann: dict) -> bool:
+        return ann["category_id"] in self.category_map and not ann.get("iscrowd", 0)
+
+    def _objects(self, image_id) -> list[dict]:
+        """The image's non-crowd annotations of mapped categories, relabelled (shallow copies)."""
+        return [{**a, "category_id": self.category_map[a["category_id"]]}
+                for a in self.images.image_annotations(image_id) if self._kept_object(a)]
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, index: int) -> ImageRecord:
+        record = self.images[self._kept[index]]
+        record.annotations = self._objects(record.image_id)
+        return record
+
+    def category_index(self) -> dict[int, int]:
+        return dict(self._category_index)

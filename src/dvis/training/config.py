@@ -4,7 +4,7 @@ Layout (every section optional except ``model`` and ``data``; defaults are the r
 
     model:   {segmenter: ..., tracker: ..., refiner: ..., inference: ...}   # DVISConfig sections
     init:    {model: DIR, release_checkpoint: FILE}   # weights to start from
-    data:    {format, annotations, image_root, num_frames, augmentation, ...}
+    data:    {format, annotations, image_root, num_frames, augmentation, pseudo_videos, ...}
     solver:  {max_iter, steps, base_lr, batch_size, clips_per_gpu, ...}
     loss:    {class_weight, mask_weight, dice_weight, num_points, ...}
     cache:   {enabled, dir, dtype}
@@ -29,6 +29,7 @@ import yaml
 
 from dvis.compat.official import NO_OBJECT_WEIGHT
 from dvis.config import check_keys, dotted_keys, from_dict, unknown_key_error
+from dvis.data.coco_categories import resolve_category_map
 from dvis.errors import ConfigError
 from dvis.modeling.dvis import MODES, InferenceConfig
 from dvis.modeling.fast_path import PRECISIONS
@@ -37,6 +38,7 @@ from dvis.modeling.segmenter import SegmenterConfig
 from dvis.modeling.tracker import TrackerConfig
 from dvis.training.stage_names import STAGES
 
+DATA_FORMATS = ("ytvis", "vipseg", "coco-pseudo-video")
 MODEL_SECTIONS = {"segmenter": SegmenterConfig, "tracker": TrackerConfig, "refiner": RefinerConfig,
                   "inference": InferenceConfig}
 SWITCHES = ("auto", "on", "off")  # solver.amp, solver.find_unused_parameters, cache.enabled
@@ -93,8 +95,34 @@ class SyntheticConfig:
 
 
 @dataclass
+class PseudoVideoConfig:
+    """COCO images turned into pseudo videos and mixed with the video set (data.format ytvis), as
+    the release trains YouTube-VIS and OVIS (``DATASETS.TRAIN: (coco2ytvis2019_train, ...)``).
+    Paths are relative to ``root`` (the working directory when null)."""
+
+    root: str | None = None
+    annotations: str | None = None  # COCO instances JSON, e.g. annotations/instances_train2017.json
+    image_root: str | None = None  # its images, e.g. train2017
+    category_map: dict[int, int] | str | None = None  # ytvis19 | ytvis21 | ovis | {coco_id: video_id}
+    ratio: float = 1.0  # sampling weight of the pseudo videos (the release's DATASET_RATIO[0])
+    video_ratio: float = 1.0  # sampling weight of the video set (DATASET_RATIO[1])
+    max_size: int | None = 768  # long-side cap of pseudo clips (INPUT.PSEUDO.MAX_SIZE_TRAIN); null: augmentation's
+
+    def validate(self) -> None:
+        share = min(self.ratio, self.video_ratio) / max(self.ratio + self.video_ratio, 1e-30)
+        _check([
+            (self.ratio > 0 and self.video_ratio > 0,
+             f"ratio = {self.ratio} and video_ratio = {self.video_ratio}: both must be > 0"),
+            (share >= 1e-3, f"ratio : video_ratio = {self.ratio} : {self.video_ratio}: each share must be at "
+                            "least 1/1000 (the mix is laid out in blocks of 1000 clips)"),
+            (self.max_size is None or self.max_size >= 1, f"max_size = {self.max_size}: expected >= 1 or null"),
+        ])
+        resolve_category_map(self.category_map, "category_map")
+
+
+@dataclass
 class DataConfig:
-    format: str = "ytvis"  # ytvis | vipseg
+    format: str = "ytvis"  # ytvis | vipseg | coco-pseudo-video (COCO JSON + images, pseudo videos only)
     root: str | None = None  # base folder; relative paths below are resolved against it
     annotations: str | None = None  # ytvis: annotation JSON; vipseg: panoptic JSON
     image_root: str | None = None  # ytvis: JPEGImages folder; vipseg: frames folder
@@ -105,11 +133,14 @@ class DataConfig:
     augmentation: AugmentationConfig | None = field(default_factory=AugmentationConfig)
     num_workers: int = 2
     synthetic: SyntheticConfig | None = None
+    pseudo_videos: PseudoVideoConfig | None = None  # COCO pseudo videos mixed in (format ytvis)
 
     def validate(self) -> None:
         _check([
-            (self.format in ("ytvis", "vipseg"), f"format = {self.format!r}: expected 'ytvis' or 'vipseg'"),
+            (self.format in DATA_FORMATS, f"format = {self.format!r}: expected one of {', '.join(DATA_FORMATS)}"),
             (self.num_frames >= 1, f"num_frames = {self.num_frames}: expected >= 1"),
+            (self.pseudo_videos is None or self.format == "ytvis",
+             f"pseudo_videos needs data.format = 'ytvis' (got {self.format!r})"),
         ])
 
 

@@ -47,7 +47,15 @@ from dvis.training.checkpoint import (
     save_checkpoint,
 )
 from dvis.training.config import SolverConfig, TrainConfig, dump_config
-from dvis.training.data import ClipOrder, StepBatchSampler, build_clip_dataset, build_loader, build_video_dataset
+from dvis.training.data import (
+    StepBatchSampler,
+    build_clip_dataset,
+    build_loader,
+    build_pseudo_images,
+    build_video_dataset,
+    clip_order,
+    uses_pseudo_videos,
+)
 from dvis.training.losses import DVISLoss
 from dvis.training.model import build_stage_model
 from dvis.training.restore import ResumeTargets, restore_training_state
@@ -127,6 +135,12 @@ def set_segmenter_precision(model: nn.Module, precision: str) -> None:
 def cache_wanted(config: TrainConfig, stage: str) -> bool:
     if stage == "segmenter" or config.cache.enabled == "off":
         return False
+    if uses_pseudo_videos(config.data):
+        if config.cache.enabled == "on":
+            raise ConfigError("cache.enabled = on cannot be used with pseudo videos (data.pseudo_videos or "
+                              "data.format = coco-pseudo-video): every clip is rotated at random, so the segmenter's "
+                              "outputs differ every epoch; set cache.enabled to auto (off here) or off")
+        return False
     deterministic = config.data.augmentation is None
     if config.cache.enabled == "on" and not deterministic:
         raise ConfigError("cache.enabled = on needs deterministic clips (data.augmentation: null): with random "
@@ -149,11 +163,14 @@ class Trainer:
         self.amp = use_amp(config.solver, self.dist.device)
         self._seed(config.seed)
         self.videos = build_video_dataset(config.data)
+        self.pseudo = build_pseudo_images(config.data, self.videos)
         self.model = build_stage_model(config, stage).to(self.dist.device)
         set_segmenter_precision(self.model, config.solver.precision)
         num_classes = self.model.config.segmenter.num_classes
         self.criterion = DVISLoss(num_classes, config.loss).to(self.dist.device)
         self.cache = self._build_cache() if cache_wanted(config, stage) else None
+        if stage != "segmenter" and config.cache.enabled == "auto" and uses_pseudo_videos(config.data):
+            self._note("cache.enabled = auto: the segmenter cache is off (pseudo videos are rotated per clip)")
         self.stage_module = self._stage_module()
         self.trained: nn.Module = getattr(self.model, stage)
         self.optimizer = torch.optim.AdamW(
@@ -212,6 +229,10 @@ class Trainer:
         distributed.barrier()
         return cache
 
+    def _note(self, message: str) -> None:
+        if self.dist.is_main and self.show_progress:
+            print(message)
+
     def _bar(self, total: int, desc: str, initial: int):
         if not (self.show_progress and self.dist.is_main):
             return None
@@ -266,9 +287,10 @@ class Trainer:
     # ---------------------------------------------------------------------------------- loop
     def _loader(self):
         solver = self.config.solver
-        clips = build_clip_dataset(self.config.data, self.videos, self.config.seed,
-                                   with_frames=self.stage_module.needs_pixels)
-        sampler = StepBatchSampler(ClipOrder(len(self.videos), self.config.seed), self.iteration, solver.max_iter,
+        data, seed = self.config.data, self.config.seed
+        clips = build_clip_dataset(data, self.videos, seed, with_frames=self.stage_module.needs_pixels,
+                                   pseudo=self.pseudo)
+        sampler = StepBatchSampler(clip_order(data, self.videos, self.pseudo, seed), self.iteration, solver.max_iter,
                                    self.accumulation, self.dist.world_size, self.dist.rank, solver.clips_per_gpu)
         return build_loader(clips, sampler, self.config.data.num_workers)
 
