@@ -64,9 +64,10 @@ def load(name: str):
 
 def record_phases(phases: dict) -> None:
     """Note the peak RSS when the refiner starts and when pass 1 returns (offline modes)."""
-    from dvis.inference import engine
+    from dvis.inference import engine, predictor
+    from dvis.modeling import pipeline
 
-    refine, analyse = engine.refine_clips, engine.analyse_video
+    refine, analyse = pipeline.refine_clips, engine.analyse_video
 
     def refine_clips(*args, **kwargs):
         phases["before_refiner_mb"] = peak_mb()
@@ -77,10 +78,8 @@ def record_phases(phases: dict) -> None:
         phases["after_pass1_mb"] = peak_mb()
         return result
 
-    engine.refine_clips, engine.analyse_video = refine_clips, analyse_video
-    from dvis.inference import predictor
-
-    predictor.analyse_video = analyse_video
+    pipeline.refine_clips = refine_clips
+    engine.analyse_video = predictor.analyse_video = analyse_video
 
 
 def child(mode: str, count: int, height: int, width: int, window: int, model_name: str) -> None:

@@ -120,9 +120,8 @@ class Timers:
 
 
 def instrument(device: str) -> Timers:
-    import dvis.inference.engine as engine
     import dvis.inference.render as render
-    import dvis.modeling.dvis as dvis_model
+    import dvis.modeling.pipeline as pipeline
     from dvis.data.video import VideoFile
     from dvis.data.writer import VideoWriter
     from dvis.modeling.refiner import TemporalRefiner
@@ -135,11 +134,10 @@ def instrument(device: str) -> Timers:
     timers.wrap_iterator(VideoFile, "__iter__", "decode")
     timers.wrap(Mask2FormerSegmenter, "forward", "segmenter")
     timers.wrap(ReferringTracker, "forward", "tracker")
-    timers.wrap(engine, "minvis_match", "tracker")
-    timers.wrap(dvis_model, "minvis_match", "tracker")
+    timers.wrap(pipeline, "minvis_match", "tracker")
     timers.wrap(ReferringTracker, "frame_forward", "refiner")
     timers.wrap(TemporalRefiner, "forward", "refiner")
-    timers.wrap(engine.RefinedMasks, "_window", "refiner")
+    timers.wrap(pipeline.RefinedMasks, "_window", "refiner")
     timers.wrap(render, "render_frame", "render")
     timers.wrap(VideoWriter, "write", "encode")
     timers.wrap(VideoWriter, "__exit__", "encode")  # flushes the encoder

@@ -6,8 +6,9 @@
         print(frame.index, frame.ids, frame.labels)
     predictor.categories.ids, predictor.categories.names   # class index -> dataset id / name
 
-Calls go through the streaming engine (:mod:`dvis.inference.engine`): per-frame arrays are spilled
-to a temporary folder (``spill_dir``, default the system temp dir) instead of being kept in memory.
+Calls go through the streaming engine (:mod:`dvis.inference.engine`, which runs the pipeline of
+:mod:`dvis.modeling.pipeline`): per-frame arrays are spilled to a temporary folder (``spill_dir``,
+default the system temp dir) instead of being kept in memory.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from torch import Tensor
 from dvis.data.video import VideoSource
 from dvis.errors import InputError
 from dvis.inference.categories import Categories, model_categories
-from dvis.inference.engine import OnlineTracker, Progress, VideoAnalysis, analyse_video, frame_windows, prepare_window
+from dvis.inference.engine import Progress, analyse_video, frame_windows, prepare_window
 from dvis.inference.inputs import open_frames
 from dvis.inference.registry import check_overrides, load_model, locate_model
 from dvis.inference.results import StreamFrame, TrackedInstances, select_entries
 from dvis.inference.spill import SpillFolder
 from dvis.modeling.dvis import DVIS, InferenceConfig
-from dvis.modeling.postprocess import VPSResult, VSSResult, upsample_masks
+from dvis.modeling.pipeline import VideoAnalysis, step_window
+from dvis.modeling.postprocess import upsample_masks
 
 
 def frames_of(video) -> Iterable[np.ndarray]:
@@ -132,11 +134,7 @@ class VideoPredictor:
                         instances = TrackedInstances.empty_like(chunk, analysis.output_size, keep)
                     instances.add_frames(chunk.masks[keep])
                 return instances
-            if task == "vss":
-                return VSSResult(torch.cat([m for _, m in analysis.vss_chunks()]), analysis.output_size)
-            plan = analysis.vps_plan()
-            panoptic = torch.cat([m for _, m in analysis.vps_chunks(plan)])
-            return VPSResult(panoptic, plan.segments_infos, plan.ids, analysis.output_size)
+            return analysis.result()
 
     # --------------------------------------------------------------------------------- stream
     def stream_mode(self, mode: str | None = None) -> str:
@@ -173,18 +171,17 @@ class VideoPredictor:
         window = config.window_size if window is None else window
         if window < 1:
             raise InputError(f"window must be >= 1, got {window}")
-        tracker = OnlineTracker(self.model, config.mode, with_masks=True, precision=config.precision)
-        logit_sum, seen = None, 0
+        logit_sum, seen, state = None, 0, None
         for frames in frame_windows(frames_of(video), window):
             pixel_values, resized = prepare_window(self.model, frames, config)
-            out = tracker.step(pixel_values)
+            out, state = step_window(self.model, pixel_values, config.mode, state, precision=config.precision)
             output_size = frames[0].shape[:2]
             for t in range(len(frames)):
-                frame_sum = out.logits[t].double()
+                frame_sum = out.logits[0, t].double()
                 logit_sum = frame_sum if logit_sum is None else logit_sum + frame_sum
                 seen += 1
                 probs = F.softmax((logit_sum / seen).float(), dim=-1)
-                yield _stream_frame(seen - 1, probs, out.masks[t], resized, output_size, config.max_num,
+                yield _stream_frame(seen - 1, probs, out.masks[0, t], resized, output_size, config.max_num,
                                     score_threshold)
 
 

@@ -35,12 +35,12 @@ from dvis.errors import DVISError, InputError
 from dvis.fileio import atomic_write_bytes
 from dvis.evaluation.writers import VIPSegWriter, write_ytvis_results
 from dvis.inference.categories import Categories, json_categories
-from dvis.inference.engine import VideoAnalysis
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
 from dvis.inference.registry import locate_model, resolve_device
 from dvis.inference.render import OverlayVideo, track_colour, vis_overlay_entries
 from dvis.inference.results import select_entries
+from dvis.modeling.pipeline import VideoAnalysis
 
 __all__ = ["PARTIAL_DIR", "SegmentOptions", "SegmentRun", "check_output_dir", "create_output_dir"]
 

@@ -1,8 +1,10 @@
 """Per-frame arrays spilled to a file on disk, so that long videos do not grow host memory.
 
 A :class:`FrameSpill` holds T frames of one fixed shape, appended in order and read back by frame
-range. Reads and writes go through ``os.pread``/``os.pwrite`` rather than a memory map: pages of a
-mapped file count towards the process's resident set while they are mapped, plain reads do not.
+range (a :class:`dvis.modeling.pipeline.FrameStore`; a :class:`SpillFolder` is the pipeline's
+``StoreFolder`` on disk). Reads and writes go through ``os.pread``/``os.pwrite`` rather than a
+memory map: pages of a mapped file count towards the process's resident set while they are
+mapped, plain reads do not.
 
 A failed write (disk full) is an :class:`~dvis.errors.OutputWriteError` naming the spill file; the
 folder is removed when its ``with`` block ends, also on SIGTERM (the ``dvis`` command turns SIGTERM

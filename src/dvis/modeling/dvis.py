@@ -24,15 +24,8 @@ from torch import Tensor, nn
 
 from dvis.errors import ConfigError, InputError
 from dvis.modeling.fast_path import PRECISIONS
-from dvis.modeling.minvis import minvis_match
-from dvis.modeling.postprocess import (
-    VISResult,
-    VPSResult,
-    VSSResult,
-    vis_postprocess,
-    vps_postprocess,
-    vss_postprocess,
-)
+from dvis.modeling.pipeline import MemoryStores, track_windows
+from dvis.modeling.postprocess import VISResult, VPSResult, VSSResult
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
 from dvis.modeling.segmenter import Mask2FormerSegmenter, Segmenter, SegmenterConfig, SegmenterOutput, as_float32
 from dvis.modeling.tracker import ReferringTracker, TrackerConfig
@@ -84,25 +77,6 @@ class DVISConfig:
             raise ConfigError("refiner needs a tracker: set the tracker section too")
 
 
-@dataclass
-class VideoQueries:
-    """Per-query predictions of a batch of B equally long videos, accumulated over windows.
-
-    online_logits (B, T, Q, K+1), online_masks (B, T, Q, h, w) (only when the refiner does not
-    replace them), track_embeds (B, T, Q, C), frame_embeds (B, T, Q, C) segmenter queries and
-    mask_features (B, T, C_mask, h, w) (the last two only when the refiner needs them).
-    """
-
-    online_logits: list[Tensor] = field(default_factory=list)
-    online_masks: list[Tensor] = field(default_factory=list)
-    track_embeds: list[Tensor] = field(default_factory=list)
-    frame_embeds: list[Tensor] = field(default_factory=list)
-    mask_features: list[Tensor] = field(default_factory=list)
-
-    def cat(self, name: str) -> Tensor:
-        return torch.cat(getattr(self, name), dim=1)
-
-
 class DVIS(nn.Module):
     """Segmenter, referring tracker and temporal refiner with MinVIS/online/offline/semi-online."""
 
@@ -137,48 +111,9 @@ class DVIS(nn.Module):
 
         return per_video(out.pred_embds), per_video(out.mask_features), per_video(out.pred_logits), per_video(out.pred_masks)
 
-    def run_windows(self, pixel_values: Tensor, mode: str, window_size: int,
-                    precision: str | None = None) -> VideoQueries:
-        """pixel_values (B, T, 3, H, W) -> predictions of every frame, window by window.
-
-        In ``offline`` / ``semi-online`` the refiner's masks replace the tracker's, so the tracker
-        computes no masks there (``online_masks`` stays empty) and the refiner's inputs are kept.
-        """
-        keep_for_refiner = mode in ("offline", "semi-online")
-        queries, state = VideoQueries(), None
-        for start in range(0, pixel_values.shape[1], window_size):
-            embeds, features, seg_logits, seg_masks = self.segment(pixel_values[:, start : start + window_size], precision)
-            if mode == "minvis":
-                out, state = minvis_match(embeds, seg_logits, seg_masks, state, self.matching)
-            else:
-                out, state = self.tracker(embeds, None if keep_for_refiner else features, state)
-            queries.track_embeds.append(out.pred_embds)
-            queries.online_logits.append(out.pred_logits)
-            if keep_for_refiner:
-                queries.frame_embeds.append(embeds)
-                queries.mask_features.append(features)
-            else:
-                queries.online_masks.append(out.pred_masks)
-        return queries
-
     @property
     def matching(self) -> str:
         return self.config.tracker.matching if self.config.tracker is not None else "paper"
-
-    def refine(self, queries: VideoQueries, clip_len: int | None, window_size: int) -> tuple[Tensor, Tensor]:
-        """Run the refiner on the whole video or per clip -> per-frame logits (B, T, Q, K+1), masks."""
-        track_embeds, frame_embeds = queries.cat("track_embeds"), queries.cat("frame_embeds")
-        features = queries.cat("mask_features")
-        frames = track_embeds.shape[1]
-        clip_len = clip_len or frames
-        logits, masks = [], []
-        for s in range(0, frames, clip_len):
-            clip = slice(s, s + clip_len)
-            memory = self.tracker.frame_forward(frame_embeds[:, clip])
-            out = self.refiner(track_embeds[:, clip], memory, features[:, clip], mask_window=window_size)
-            logits.append(out.pred_logits)
-            masks.append(out.pred_masks)
-        return torch.cat(logits, 1), torch.cat(masks, 1)
 
     # ------------------------------------------------------------- public
     @torch.no_grad()
@@ -188,7 +123,11 @@ class DVIS(nn.Module):
         output_sizes: list[tuple[int, int]] | None = None,
         **overrides,
     ) -> list[VISResult | VPSResult | VSSResult]:
-        """Segment and track a batch of equally long videos.
+        """Segment and track a batch of equally long videos, all in memory.
+
+        The videos go through the segmenter and tracker together (padded to one size), window by
+        window; refinement and post-processing are per video. Same steps as the streaming
+        predictor (:mod:`dvis.modeling.pipeline`), with the per-frame arrays kept as tensors.
 
         videos:       list of B tensors (T, 3, h_i, w_i) uint8 RGB, already resized to the test
                       size (see :func:`dvis.inference.transforms.resize_video`), or one (B, T, 3, h, w).
@@ -205,18 +144,11 @@ class DVIS(nn.Module):
         output_sizes = list(output_sizes) if output_sizes is not None else resized_sizes
         if len(output_sizes) != len(videos):
             raise InputError(f"got {len(output_sizes)} output sizes for {len(videos)} videos")
-        queries = self.run_windows(pixel_values, config.mode, config.window_size, config.precision)
-        probs = F.softmax(queries.cat("online_logits").mean(dim=1), dim=-1)  # (B, Q, K+1)
-        if config.mode in ("offline", "semi-online"):
-            clip_len = config.clip_len if config.mode == "semi-online" else None
-            refined_logits, masks = self.refine(queries, clip_len, config.window_size)
-            probs = combine_with_online(F.softmax(refined_logits.mean(dim=1), dim=-1), probs)
-        else:
-            masks = queries.cat("online_masks")
-        return [
-            self.postprocess(config, probs[b], masks[b], resized_sizes[b], tuple(output_sizes[b]))
-            for b in range(len(videos))
-        ]
+        window = config.window_size
+        windows = (pixel_values[:, start:start + window] for start in range(0, pixel_values.shape[1], window))
+        records = track_windows(self, windows, config, [MemoryStores() for _ in videos])
+        return [record.analyse(self, config, resized_sizes[b], tuple(output_sizes[b])).result()
+                for b, record in enumerate(records)]
 
     def preprocess(self, videos: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Normalise, then zero-pad bottom/right to a common multiple of 32 -> (B, T, 3, H, W)."""
@@ -238,29 +170,6 @@ class DVIS(nn.Module):
         width = max(x.shape[-1] for x in normalised)
         batch = torch.stack([F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2])) for x in normalised])
         return batch, resized
-
-    def postprocess(
-        self,
-        config: InferenceConfig,
-        probs: Tensor,
-        masks: Tensor,
-        resized_size: tuple[int, int],
-        output_size: tuple[int, int],
-    ) -> VISResult | VPSResult | VSSResult:
-        """probs (Q, K+1), masks (T, Q, h, w) of one video -> the task's result."""
-        if config.task == "vis":
-            return vis_postprocess(probs, masks, resized_size, output_size, config.max_num)
-        if config.task == "vss":
-            return vss_postprocess(probs, masks, resized_size, output_size)
-        return vps_postprocess(
-            probs,
-            masks,
-            resized_size,
-            output_size,
-            set(config.thing_classes),
-            config.object_mask_threshold,
-            config.overlap_threshold,
-        )
 
 
 def to_device(tensor: Tensor, device: torch.device) -> Tensor:
@@ -294,13 +203,3 @@ def run_segmenter(segmenter: Segmenter, pixel_values: Tensor, precision: str | N
     with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16):
         out = segmenter(pixel_values)
     return as_float32(out)
-
-
-def combine_with_online(refined_probs: Tensor, online_probs: Tensor) -> Tensor:
-    """Offline class table: first K columns = elementwise max of refiner and online probabilities.
-
-    refined_probs, online_probs (..., K+1); the no-object column stays the refiner's.
-    """
-    combined = refined_probs.clone()
-    combined[..., :-1] = torch.maximum(refined_probs[..., :-1], online_probs[..., :-1])
-    return combined
