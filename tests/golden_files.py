@@ -53,3 +53,25 @@ def require_file(path: Path) -> None:
 
 def ids(files: list[Path]) -> list[str]:
     return [str(f.relative_to(DATA)) if f.is_relative_to(DATA) else str(f) for f in files]
+
+
+# ------------------------------------------------------------------ release checkpoints and layouts
+def split_segmenter_keys(state_dict: dict) -> dict:
+    """The segmenter part (``backbone.*``, ``sem_seg_head.*``) of a full release state dict."""
+    from dvis.compat.official import SEGMENTER_PREFIXES
+
+    return {k: v for k, v in state_dict.items() if k.startswith(SEGMENTER_PREFIXES)}
+
+
+def segmenter_keys_from_layout(layout_json_path) -> dict:
+    """Segmenter keys of a layout inventory json: release key -> (shape, dtype); float32 except
+    Swin ``relative_position_index`` (int64), as the inventory's note says."""
+    import json
+
+    import torch
+
+    from dvis.compat.official import SEGMENTER_PREFIXES
+
+    layout = json.loads(Path(layout_json_path).read_text(encoding="utf-8"))
+    return {key: (tuple(int(s) for s in shape), torch.int64 if key.endswith("relative_position_index") else torch.float32)
+            for key, shape in layout["keys"].items() if key.startswith(SEGMENTER_PREFIXES)}

@@ -14,7 +14,8 @@ import json
 import pytest
 import torch
 
-from dvis.compat.official import convert_segmenter_state_dict, split_segmenter_keys
+from dvis.compat.official import convert_segmenter_state_dict
+from golden_files import split_segmenter_keys
 from dvis.inference.registry import load_model
 from dvis.compat.presets import build_config, get_preset
 from golden_files import DATA

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dvis.compat.official import convert_segmenter_state_dict, segmenter_keys_from_layout
+from dvis.compat.official import convert_segmenter_state_dict
+from golden_files import segmenter_keys_from_layout
 from dvis.compat.release_config import segmenter_config_from_official
 from dvis.modeling.segmenter import Mask2FormerSegmenter, SegmenterConfig
 

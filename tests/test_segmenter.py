@@ -349,7 +349,8 @@ def _e2e_goldens() -> list[Path]:
 @pytest.mark.parametrize("path", _e2e_goldens(), ids=lambda p: p.name)
 def test_e2e_golden_segmenter_stage(path: Path) -> None:
     """uint8 frames -> preprocess -> segmenter, per official window, equals the release's intermediates."""
-    from dvis.compat.official import load_official_segmenter, split_segmenter_keys
+    from dvis.compat.official import load_official_segmenter
+    from golden_files import split_segmenter_keys
 
     assert path.is_file(), f"{E2E_ENV}: {path} is not an e2e golden file"
     golden = torch.load(path, weights_only=True, map_location="cpu")

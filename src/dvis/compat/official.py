@@ -27,10 +27,8 @@ All official <-> ours key mapping lives here. The segmenter part maps the releas
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from os import PathLike
 from typing import Iterable
 
 import torch
@@ -448,26 +446,3 @@ def backbone_name_from_keys(state: dict[str, Tensor]) -> str | None:
         embed = int(weight.shape[0]) if weight is not None and weight.dim() > 0 else None
         return _swin_name(embed, _blocks_per_stage(state, r"backbone\.layers\.(\d+)\.blocks\.(\d+)\."))
     return None
-
-
-def split_segmenter_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The segmenter part (``backbone.*``, ``sem_seg_head.*``) of a full release state dict."""
-    return {k: v for k, v in state_dict.items() if k.startswith(SEGMENTER_PREFIXES)}
-
-
-# ------------------------------------------------------------------------------ layout inventory
-def segmenter_keys_from_layout(layout_json_path: str | PathLike) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Segmenter keys of a layout inventory json: release key -> (shape, dtype).
-
-    Keeps ``backbone.*`` and ``sem_seg_head.*``; dtypes follow the inventory's note (float32
-    except Swin ``relative_position_index``, int64).
-    """
-    with open(layout_json_path, encoding="utf-8") as handle:
-        layout = json.load(handle)
-    entries = {}
-    for key, shape in layout["keys"].items():
-        if not key.startswith(SEGMENTER_PREFIXES):
-            continue
-        dtype = torch.int64 if key.endswith("relative_position_index") else torch.float32
-        entries[key] = (tuple(int(s) for s in shape), dtype)
-    return entries

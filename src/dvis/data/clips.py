@@ -74,6 +74,8 @@ def sample_frame_indices(
 
 
 class VideoLike(Protocol):
+    """A video of a dataset, as :class:`ClipDataset` reads it."""
+
     height: int
     width: int
     length: int
@@ -160,7 +162,7 @@ class ClipDataset(_SeededDataset):
 
     def __init__(
         self,
-        dataset,
+        dataset: Sequence[VideoLike],
         num_frames: int = 5,
         frame_range: int = 2,
         augmentation: ClipAugmentation | None = ClipAugmentation(),

@@ -44,11 +44,6 @@ def to_rles(segms: list, height: int, width: int, where: str) -> list[dict | Non
     return rles
 
 
-def empty_rle(height: int, width: int) -> dict:
-    """RLE of an all-zero (H, W) mask."""
-    return mask_api.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
-
-
 def encode_masks(masks: np.ndarray) -> list[dict]:
     """(T, H, W) bool/uint8 masks -> T compressed RLEs with ``str`` counts (JSON-ready)."""
     masks = np.asarray(masks)

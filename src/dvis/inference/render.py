@@ -161,12 +161,6 @@ def render_frame(frame: np.ndarray, masks: np.ndarray, colours: list[tuple[int, 
     return np.asarray(image)
 
 
-def label_boxes(masks: np.ndarray, texts: list[str], frame: tuple[int, int]) -> list[Box | None]:
-    """Where :func:`render_frame` draws each label (None: not drawn), for masks (n, H, W)."""
-    style = Style.for_frame(*frame)
-    return _layout(masks, texts, style, frame)[0]
-
-
 def _layout(masks, texts, style: Style, frame) -> tuple[list[Box | None], list[tuple[int, int]]]:
     font = label_font(style.text_size)
     offsets, sizes, anchors = [], [], []
