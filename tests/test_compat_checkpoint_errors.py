@@ -1,4 +1,4 @@
-"""One clear error for a released checkpoint that does not fit the model (SPEC: "every key must be
+"""One clear error for a released checkpoint that does not fit the model (the project's rule: "every key must be
 consumed and every parameter filled; otherwise a clear error lists the missing and unexpected keys
 and says which variant the file looks like").
 

@@ -121,7 +121,7 @@ def test_inference_values_follow_the_release_yaml_chain():
 
 
 def test_training_values_match_the_paper_schedule():
-    """SPEC section 6: AdamW 1e-4, wd 0.05, full-model clipping 0.01, batch 8, clips of 5 / 21."""
+    """The released configs: AdamW 1e-4, wd 0.05, full-model clipping 0.01, batch 8, clips of 5 / 21."""
     iterations = {"ovis": (20000, 14000), "ytvis19": (40000, 28000), "ytvis21": (40000, 28000),
                   "vipseg": (20000, 14000)}
     for preset in PRESETS.values():

@@ -1,4 +1,4 @@
-"""Tracker and refiner against the released code's outputs (SPEC section 8, DVIS_GOLDEN)."""
+"""Tracker and refiner against the released code's outputs (goldens made by running the released code, DVIS_GOLDEN)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClipAugmentation:
-    """Parameters of the per-clip augmentation (defaults: SPEC section 6 / the release)."""
+    """Parameters of the per-clip augmentation (defaults: the released training configs)."""
 
     short_sides: tuple[int, ...] = (240, 360, 480)
     max_size: int = 1333

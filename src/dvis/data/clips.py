@@ -1,4 +1,4 @@
-"""Training clips (SPEC section 6): frame sampling, one augmentation per clip, masks and ids kept
+"""Training clips (as the released dataset mappers sample them): frame sampling, one augmentation per clip, masks and ids kept
 consistent, as a DataLoader-ready torch Dataset.
 
 Determinism: sample ``i`` of epoch ``e`` uses ``numpy.random.default_rng([seed, e, i])`` and no

@@ -1,6 +1,6 @@
 """The DVIS video model: segmenter + referring tracker + temporal refiner, four inference modes.
 
-Modes (SPEC sections 1, 5):
+Modes (the paper, Sec. 3; the released inference code):
 
 ``minvis``       segmenter queries linked by Hungarian matching only (the MinVIS baseline).
 ``online``       the referring tracker, window by window; one class per object from the

@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the referring tracker and the temporal refiner.
 
-All layers are post-norm with dropout 0 and no positional embeddings (SPEC section 2). Tensors
+All layers are post-norm with dropout 0 and no positional embeddings (as in the released code). Tensors
 are batch-first: ``(batch, length, channels)``. Parameter names follow the released DVIS code
 (``self_attn.in_proj_weight``, ``multihead_attn.out_proj.weight``, ``linear1``, ``norm`` ...) so
 released state dicts load without renaming.

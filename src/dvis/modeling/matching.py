@@ -1,4 +1,4 @@
-"""Frame-to-frame query matching (SPEC section 3, Eq. 1).
+"""Frame-to-frame query matching (the paper, Eq. 1, and the released code's variant).
 
 ``cost[r, c] = 1 - cos(reference_r, current_c)`` (each norm gets 1e-6 added, NaN costs become 0),
 solved with the Hungarian algorithm (scipy). Two conventions exist:

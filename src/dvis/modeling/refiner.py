@@ -1,4 +1,4 @@
-"""The offline temporal refiner (SPEC section 4).
+"""The offline temporal refiner (the paper, Sec. 3.3; the released ``TemporalRefiner``).
 
 Input: the tracker's normed embeddings of every frame (B, T, Q, C) and the tracker's
 ``frame_forward`` memory (B, T, Q, C). Each of the L blocks applies, in order: long-term temporal
@@ -35,7 +35,7 @@ class RefinerConfig:
     num_heads: int = 8
     num_layers: int = 6
     mask_dim: int = 256
-    # Ablation switches (all on in DVIS; SPEC / paper Table 8).
+    # Ablation switches (all on in DVIS; the paper, Table 8).
     use_long_term_attention: bool = True
     use_short_term_conv: bool = True
     use_cross_attention: bool = True

@@ -1,4 +1,4 @@
-"""The online referring tracker (SPEC section 3).
+"""The online referring tracker (the paper, Sec. 3.2; the released ``ReferringTracker``).
 
 For every frame t the segmenter's queries ``S_t`` are matched to the previous frame's matched
 queries (Hungarian on cosine), reordered into the reference slot order (``S~_t``) and denoised by

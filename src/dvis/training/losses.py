@@ -1,4 +1,4 @@
-"""Mask2Former's set loss (SPEC section 6), on transformers' ``Mask2FormerLoss``.
+"""Mask2Former's set loss (the paper, Eq. 3-4 and 6-7; the released criterion), on transformers' ``Mask2FormerLoss``.
 
 Terms: matched class cross-entropy (no-object weight 0.1), point-sampled sigmoid BCE and dice
 on ``num_points`` points chosen by importance sampling (``oversample_ratio`` x points drawn, the

@@ -1,4 +1,4 @@
-"""Hungarian matchers between predicted queries and ground-truth objects (SPEC section 6).
+"""Hungarian matchers between predicted queries and ground-truth objects (the paper, Sec. 3.4; the released training code).
 
 * per frame (segmenter): transformers' ``Mask2FormerHungarianMatcher`` (used inside
   :class:`dvis.training.losses.DVISLoss`);
