@@ -22,7 +22,7 @@ def run_segment(args: argparse.Namespace) -> int:
         frames_root=args.frames_root, spill_dir=args.spill_dir, spill_dtype=args.spill_dtype,
         render_threshold=args.render_threshold, merge_timeout=args.merge_timeout, quiet=args.no_progress,
         max_num=args.max_num, score_threshold=args.score_threshold, one_class_per_track=args.one_class_per_track,
-        precision=args.precision)
+        precision=args.precision, io_overlap=not args.no_io_overlap)
     return SegmentRun(options).run()
 
 
@@ -85,6 +85,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="segmenter arithmetic: fp32 (exact, default) or bf16 (fast path: bfloat16 autocast, "
                         "see docs/model.md for its measured speed-up and deviation)")
+    p.add_argument("--no-io-overlap", action="store_true",
+                   help="decode, draw and encode in the main thread, taking turns with the model (default: in "
+                        "background threads, overlapping it; see docs/model.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)  # = --no-progress
     p.set_defaults(func=run_segment)

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from torch import Tensor
 
+from dvis.data.prefetch import Prefetcher
 from dvis.errors import DataError, InputError
 from dvis.inference.spill import SpillFolder
 from dvis.inference.transforms import resize_video
@@ -67,20 +68,27 @@ def analyse_video(
     config: InferenceConfig,
     spills: SpillFolder,
     progress: Progress | None = None,
+    read_ahead: int | None = None,
 ) -> VideoAnalysis:
     """Pass 1 over a stream of (H, W, 3) uint8 frames, spilling to ``spills``; ``progress(n)``
-    after every window of n frames. The returned analysis reads the spills (pass 2)."""
+    after every window of n frames. The returned analysis reads the spills (pass 2).
+
+    ``read_ahead``: frames decoded ahead in a background thread while the model runs
+    (:class:`~dvis.data.prefetch.Prefetcher`; None: one window, ``window_size`` frames; 0: none,
+    decoding and the model take turns)."""
     config.validate()
     model.check_mode(config.mode)
     sizes: dict[str, tuple[int, int]] = {}
 
-    def windows() -> Iterator[Tensor]:
-        for window in frame_windows(frames, config.window_size):
+    def windows(source: Iterable) -> Iterator[Tensor]:
+        for window in frame_windows(source, config.window_size):
             pixel_values, sizes["resized"] = prepare_window(model, window, config)
             sizes["output"] = tuple(window[0].shape[:2])
             yield pixel_values
             if progress is not None:
                 progress(len(window))
 
-    record, = track_windows(model, windows(), config, [spills])
+    depth = config.window_size if read_ahead is None else read_ahead
+    with Prefetcher(frames, depth, name="dvis-decode") as decoded:
+        record, = track_windows(model, windows(decoded), config, [spills])
     return record.analyse(model, config, sizes.get("resized"), sizes.get("output"))

@@ -72,11 +72,14 @@ class VideoPredictor:
     ``categories``: dataset category id and name per class index (:mod:`dvis.inference.categories`;
     ``from_pretrained`` takes them from the model folder's ``classes.json`` or the release preset,
     otherwise class k is id k + 1), e.g. for ``instances.to_ytvis(video_id, predictor.categories.ids)``.
+    ``read_ahead``: frames decoded ahead in a background thread while the model runs (None: one
+    window; 0: none).
     """
 
     def __init__(self, model: DVIS, spill_dir: str | Path | None = None, spill_dtype: str = "float32",
-                 categories: Categories | None = None, **overrides) -> None:
+                 categories: Categories | None = None, read_ahead: int | None = None, **overrides) -> None:
         self.model = model.eval()
+        self.read_ahead = read_ahead
         self.config = dataclasses.replace(model.config.inference, **check_overrides(overrides))
         self.config.validate()
         self.spill_dir, self.spill_dtype = spill_dir, spill_dtype
@@ -86,11 +89,12 @@ class VideoPredictor:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", weights: str | Path | None = None,
                         spill_dir: str | Path | None = None, spill_dtype: str = "float32",
-                        **overrides) -> "VideoPredictor":
+                        read_ahead: int | None = None, **overrides) -> "VideoPredictor":
         """A registered name, a model folder, or a release preset name with ``weights=FILE.pth``."""
         model = load_model(name_or_dir, weights=weights, device=device)
         categories = model_categories(locate_model(name_or_dir, weights), model.config.segmenter.num_classes)
-        return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, categories=categories, **overrides)
+        return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, categories=categories,
+                   read_ahead=read_ahead, **overrides)
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +112,7 @@ class VideoPredictor:
         """Pass 1 over ``video``; yields a :class:`VideoAnalysis` whose spills live until the block ends."""
         config = self.options(**overrides)
         with SpillFolder(self.spill_dir, self.spill_dtype) as spills:
-            yield analyse_video(self.model, frames_of(video), config, spills, progress)
+            yield analyse_video(self.model, frames_of(video), config, spills, progress, self.read_ahead)
 
     def __call__(self, video, progress: Progress | None = None, score_threshold: float = 0.0,
                  one_class_per_track: bool = False, **overrides):

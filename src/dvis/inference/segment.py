@@ -66,6 +66,7 @@ class SegmentOptions:
     score_threshold: float = 0.0  # VIS: results.json keeps entries with score >= this
     one_class_per_track: bool = False  # VIS: results.json keeps each track's best entry only
     precision: str = "fp32"  # segmenter: fp32 (exact) or bf16 (fast path)
+    io_overlap: bool = True  # decode / draw / encode in background threads while the model runs
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -180,7 +181,8 @@ class SegmentRun:
 
         self.predictor = VideoPredictor.from_pretrained(
             o.model, device=device, weights=o.weights, spill_dir=o.spill_dir, spill_dtype=o.spill_dtype,
-            mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num, precision=o.precision)
+            mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num, precision=o.precision,
+            read_ahead=None if o.io_overlap else 0)
         config = self.predictor.options()  # a mode the model cannot run fails here, before any output
         if vps_warning(config):
             log(f"warning: {vps_warning(config)}")
@@ -274,7 +276,8 @@ class SegmentRun:
         """Writes the video's files; returns (its partial's data, the files written besides the overlay).
         ``self._step(n)`` (the pass-2 progress bar) is called after every n frames written."""
         step = self._step
-        with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render) as overlay:
+        queue = 8 if self.options.io_overlap else 0
+        with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render, queue) as overlay:
             task = analysis.config.task
             if task == "vis":
                 return self._vis(job, analysis, overlay, step), []
