@@ -10,7 +10,8 @@ in the release too); "refiner + frame_forward" is both, as offline inference run
 tracker and refiner are timed in inference mode (last-block masks only) and, for comparison, in
 "all blocks" mode, which also computes every block's mask logits as the released code does at
 inference; the last-block outputs of both are checked to be equal. The team's reference
-(../shared/SPEC.md, outside this repository) gives the released code's figures on this machine kind: tracker 198 ms/frame, refiner 344 ms/frame (Q=100, T=30, 120x160, 2 threads).
+(../shared/SPEC.md, outside this repository) gives the released code's figures on this machine
+kind: tracker 198 ms/frame, refiner 344 ms/frame (Q=100, T=30, 120x160, 2 threads).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """End-to-end throughput of ``dvis segment``'s own code path (``SegmentRun``) on a synthetic video.
 
     python benchmarks/throughput.py [--frames 8] [--height 480 --width 640] [--modes minvis online offline]
-        [--precisions fp32 bf16] [--repeats 1] [--threads 2] [--device cpu] [--no-render]
+        [--precisions fp32 bf16] [--overlaps on off] [--repeats 1] [--threads 2] [--device cpu] [--no-render]
         [--preset dvis-offline-ovis-r50] [--workdir DIR] [--stream]
 
 Set-up (once, cached in ``--workdir``): a release-format checkpoint of the preset with random
@@ -11,10 +11,14 @@ moving textured shapes. Each (mode, precision) run is a fresh subprocess (its ow
 interleaved over ``--repeats`` rounds; the table shows medians. The preset resizes frames to its
 ``min_size_test`` (OVIS R50: 360) before the segmenter, as ``dvis segment`` does.
 
-Columns: frames/s of the whole run after model loading; the share of that time spent in decode
-(both decodes: analysis and overlay), segmenter, tracker (or MinVIS matching), refiner (with the
-tracker's ``frame_forward`` and the refiner's mask logits), render (drawing overlays), encode
-(the overlay's mp4 encoder) and other (resizing, post-processing, spills, result files); peak RSS.
+Columns: frames/s of the whole run after model loading; the share of that time the main thread
+spent in decode (both decodes: analysis and overlay), segmenter, tracker (or MinVIS matching),
+refiner (with the tracker's ``frame_forward`` and the refiner's mask logits), render (drawing
+overlays), encode (the overlay's mp4 encoder) and other (resizing, post-processing, spills, result
+files); "in bg": decode / render / encode time spent in background threads instead (``--overlap
+on``, the default of ``dvis segment``: it overlaps the model), "model": the share of the run the
+model (segmenter + tracker + refiner) was busy; peak RSS. ``--overlap on off`` runs both side by
+side (``off`` = ``dvis segment --no-io-overlap``).
 ``--stream`` adds a row per online mode for ``VideoPredictor.stream`` on the same frames.
 On a shared machine only ratios within one table mean anything.
 """
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -81,8 +86,12 @@ class Timers:
     """Wall time per part, accumulated by wrapping the functions each part consists of."""
 
     def __init__(self, synchronize=None) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.seconds: dict[str, float] = defaultdict(float)  # part (main thread) or "part@bg"
         self.sync = synchronize or (lambda: None)  # CUDA: wait for queued work, so time lands on its part
+
+    @staticmethod
+    def key(part: str) -> str:
+        return part if threading.current_thread() is threading.main_thread() else f"{part}@bg"
 
     def wrap(self, owner, name: str, part: str) -> None:
         original = getattr(owner, name)
@@ -95,7 +104,7 @@ class Timers:
                 return original(*args, **kwargs)
             finally:
                 sync()
-                seconds[part] += time.perf_counter() - start
+                seconds[Timers.key(part)] += time.perf_counter() - start
 
         setattr(owner, name, timed)
 
@@ -113,7 +122,7 @@ class Timers:
                 except StopIteration:
                     return
                 finally:
-                    seconds[part] += time.perf_counter() - start
+                    seconds[Timers.key(part)] += time.perf_counter() - start
                 yield item
 
         setattr(owner, name, timed)
@@ -159,6 +168,7 @@ def child(args: argparse.Namespace) -> dict:
     options = SegmentOptions(inputs=[str(work / "video.mp4")], out=str(out), model=args.preset,
                              weights=str(work / "release.pth"), mode=args.mode, device=args.device,
                              render=not args.no_render, precision=args.precision, quiet=True,
+                             io_overlap=args.overlap == "on",
                              spill_dir=str(work))
     run = SegmentRun(options)
     load = Timers()
@@ -184,6 +194,8 @@ def _stream_child(args: argparse.Namespace, work: Path, timers: Timers) -> dict:
 def _result(timers: Timers, total: float, frames: int) -> dict:
     parts = {part: timers.seconds.get(part, 0.0) for part in PARTS if part != "other"}
     parts["other"] = max(0.0, total - sum(parts.values()))
+    parts["in bg"] = sum(seconds for key, seconds in timers.seconds.items() if key.endswith("@bg"))
+    parts["model"] = sum(parts[p] for p in ("segmenter", "tracker", "refiner"))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": total, "fps": frames / total, "parts": parts, "peak_rss_mb": peak_kib / 1024}
 
@@ -202,32 +214,41 @@ def prepare(args: argparse.Namespace) -> None:
         stamp.write_text(json.dumps(wanted))
 
 
-def run_child(args: argparse.Namespace, mode: str, precision: str, stream: bool) -> dict:
+def run_child(args: argparse.Namespace, run: tuple) -> dict:
+    mode, precision, stream, overlap = run
     command = [sys.executable, __file__, "--child", "--mode", mode, "--precision", precision,
                "--frames", str(args.frames), "--threads", str(args.threads), "--device", args.device,
-               "--preset", args.preset, "--workdir", args.workdir]
+               "--preset", args.preset, "--workdir", args.workdir, "--overlap", overlap]
     command += ["--no-render"] * args.no_render + ["--stream"] * stream
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
-        raise SystemExit(f"{mode}/{precision} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{mode}/{precision}/overlap {overlap} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+COLUMNS = (*PARTS, "in bg", "model")
 
 
 def print_table(rows: dict, args: argparse.Namespace) -> None:
     print(f"{args.frames} frames {args.width}x{args.height}, preset {args.preset}, {args.threads} threads, "
           f"device {args.device}, render {'off' if args.no_render else 'on'}, medians of {args.repeats}")
-    header = f"{'run':<22} {'frames/s':>8} {'vs fp32':>7} " + " ".join(f"{p:>9}" for p in PARTS) + f" {'peak RSS':>9}"
+    header = (f"{'run':<28} {'frames/s':>8} {'vs fp32':>7} {'vs off':>6} " + " ".join(f"{p:>9}" for p in COLUMNS)
+              + f" {'peak RSS':>9}")
     print(header)
-    for (mode, precision, stream), results in rows.items():
-        fps = statistics.median(r["fps"] for r in results)
-        base = rows.get((mode, "fp32", stream))
-        ratio = fps / statistics.median(r["fps"] for r in base) if base else float("nan")
+
+    def fps_of(key) -> float:
+        return statistics.median(r["fps"] for r in rows[key]) if key in rows else float("nan")
+
+    for (mode, precision, stream, overlap), results in rows.items():
+        fps = fps_of((mode, precision, stream, overlap))
+        ratio = fps / fps_of((mode, "fp32", stream, overlap))
+        overlap_ratio = fps / fps_of((mode, precision, stream, "off"))
         total = statistics.median(r["seconds"] for r in results)
-        shares = " ".join(f"{100 * statistics.median(r['parts'][p] for r in results) / total:8.1f}%" for p in PARTS)
+        shares = " ".join(f"{100 * statistics.median(r['parts'][p] for r in results) / total:8.1f}%" for p in COLUMNS)
         rss = statistics.median(r["peak_rss_mb"] for r in results)
-        name = f"{mode}{' stream' if stream else ''} {precision}"
-        print(f"{name:<22} {fps:8.3f} {ratio:6.2f}x {shares} {rss:7.0f}MB")
+        name = f"{mode}{' stream' if stream else ''} {precision} overlap {overlap}"
+        print(f"{name:<28} {fps:8.3f} {ratio:6.2f}x {overlap_ratio:5.2f}x {shares} {rss:7.0f}MB")
 
 
 def main() -> None:
@@ -237,6 +258,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--modes", nargs="+", default=["minvis", "online", "offline"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--overlaps", nargs="+", default=["on", "off"], choices=["on", "off"],
+                        help="decode / draw / encode in background threads (on, dvis segment's default) or not")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -247,18 +270,21 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", default="on", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
         return
     prepare(args)
-    runs = [(mode, precision, False) for mode in args.modes for precision in args.precisions]
+    runs = [(mode, precision, False, overlap) for mode in args.modes for precision in args.precisions
+            for overlap in args.overlaps]
     if args.stream:
-        runs += [(mode, precision, True) for mode in args.modes if mode != "offline" for precision in args.precisions]
+        runs += [(mode, precision, True, "on") for mode in args.modes if mode != "offline"
+                 for precision in args.precisions]
     rows: dict = defaultdict(list)
     for _ in range(args.repeats):
-        for mode, precision, stream in runs:  # interleaved: the load of a shared machine hits all alike
-            rows[(mode, precision, stream)].append(run_child(args, mode, precision, stream))
+        for run in runs:  # interleaved: the load of a shared machine hits all alike
+            rows[run].append(run_child(args, run))
     print_table(rows, args)
 
 

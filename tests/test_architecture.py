@@ -141,3 +141,26 @@ def test_the_checker_sees_circles_and_upward_imports():
     tree = ast.parse("import a\nif TYPE_CHECKING:\n    import b\nelse:\n    import c\ndef f():\n    import d\n")
     imported = {alias.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for alias in n.names}
     assert imported == {"a", "c", "d"}
+
+
+def test_every_name_in_docs_architecture_exists():
+    """docs/architecture.md names functions and classes as `dvis.module.name`: each must import."""
+    import importlib
+    import re
+
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    missing = []
+    for dotted in sorted(set(re.findall(r"`(dvis(?:\.\w+)+)", text))):
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                target = importlib.import_module(".".join(parts[:cut]))
+                break
+            except ImportError:
+                continue
+        try:
+            for name in parts[cut:]:
+                target = getattr(target, name)
+        except AttributeError:
+            missing.append(dotted)
+    assert not missing, f"docs/architecture.md names what does not exist: {missing}"
