@@ -199,3 +199,22 @@ def test_vps_without_thing_classes_warns(tmp_path, clip, capsys):
     assert main(["segment", str(clip), "--model", str(save_tiny_model(tmp_path / "things")), "--mode", "online",
                  "--task", "vps", "--out", str(tmp_path / "o2"), "--no-render", "--no-progress"]) == 0
     assert "no thing classes" not in capsys.readouterr().err and with_things.config.inference.thing_classes
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`dvis models | head -1`: no BrokenPipeError traceback once the reader has gone (here the
+    reader is gone before the first write, so every write meets a closed pipe)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "dvis", "models"], stdout=write_end, stderr=subprocess.PIPE,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert done.returncode == 141  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("terminated (SIGTERM); temporary files were removed", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except BrokenPipeError:  # the reader went away (`dvis models | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 128 + signal.SIGPIPE
     except OSError as err:
         if err.errno not in PATH_ERRORS:
             raise  # anything else is a bug and keeps its traceback
