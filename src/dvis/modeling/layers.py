@@ -116,11 +116,18 @@ class MLP(nn.Module):
         return x
 
 
-def xavier_init_matrices(module: nn.Module) -> None:
+def xavier_init_matrices(*modules: nn.Module) -> None:
     """Xavier-uniform initialise every parameter with more than one dimension (release init)."""
-    for parameter in module.parameters():
-        if parameter.dim() > 1:
-            nn.init.xavier_uniform_(parameter)
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+
+
+def prediction_heads(dim: int, num_classes: int, mask_dim: int) -> tuple[nn.LayerNorm, nn.Linear, MLP]:
+    """The tracker's and refiner's heads, in the release's creation order: ``decoder_norm`` (C),
+    ``class_embed`` (C -> K+1, the last column no-object) and ``mask_embed`` (3-layer MLP, C -> C_mask)."""
+    return nn.LayerNorm(dim), nn.Linear(dim, num_classes + 1), MLP(dim, dim, mask_dim, 3)
 
 
 def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:

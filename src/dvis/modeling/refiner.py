@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 from dvis.errors import ConfigError, InputError
 from dvis.modeling.layers import (
-    MLP,
     CrossAttentionLayer,
     FFNLayer,
     SelfAttentionLayer,
     mask_logits,
+    prediction_heads,
     xavier_init_matrices,
 )
 from dvis.modeling.tracker import check_embeds, check_mask_features, check_sizes
@@ -102,16 +102,9 @@ class TemporalRefiner(nn.Module):
         self.transformer_ffn_layers = nn.ModuleList(
             FFNLayer(dim, config.feedforward_dim) for _ in range(layers)
         )
-        for module in (
-            self.transformer_time_self_attention_layers,
-            self.transformer_obj_self_attention_layers,
-            self.transformer_cross_attention_layers,
-            self.transformer_ffn_layers,
-        ):
-            xavier_init_matrices(module)
-        self.decoder_norm = nn.LayerNorm(dim)
-        self.class_embed = nn.Linear(dim, config.num_classes + 1)
-        self.mask_embed = MLP(dim, dim, config.mask_dim, 3)
+        xavier_init_matrices(self.transformer_time_self_attention_layers, self.transformer_obj_self_attention_layers,
+                             self.transformer_cross_attention_layers, self.transformer_ffn_layers)
+        self.decoder_norm, self.class_embed, self.mask_embed = prediction_heads(dim, config.num_classes, config.mask_dim)
         self.activation_proj = nn.Linear(dim, 1)
 
     def _block(self, index: int, x: Tensor, memory: Tensor) -> Tensor:

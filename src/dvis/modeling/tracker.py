@@ -20,11 +20,11 @@ from torch import Tensor, nn
 
 from dvis.errors import ConfigError, InputError
 from dvis.modeling.layers import (
-    MLP,
     FFNLayer,
     ReferringCrossAttentionLayer,
     SelfAttentionLayer,
     mask_logits,
+    prediction_heads,
     xavier_init_matrices,
 )
 from dvis.modeling.matching import MATCHING_MODES, Matching, match_batch, reorder
@@ -158,15 +158,9 @@ class ReferringTracker(nn.Module):
         self.transformer_ffn_layers = nn.ModuleList(
             FFNLayer(dim, config.feedforward_dim) for _ in range(layers)
         )
-        for module in (
-            self.transformer_cross_attention_layers,
-            self.transformer_self_attention_layers,
-            self.transformer_ffn_layers,
-        ):
-            xavier_init_matrices(module)
-        self.decoder_norm = nn.LayerNorm(dim)
-        self.class_embed = nn.Linear(dim, config.num_classes + 1)
-        self.mask_embed = MLP(dim, dim, config.mask_dim, 3)
+        xavier_init_matrices(self.transformer_cross_attention_layers, self.transformer_self_attention_layers,
+                             self.transformer_ffn_layers)
+        self.decoder_norm, self.class_embed, self.mask_embed = prediction_heads(dim, config.num_classes, config.mask_dim)
 
     # ------------------------------------------------------------------ blocks
     def _block(self, index: int, identification: Tensor, query: Tensor, memory: Tensor) -> Tensor:
