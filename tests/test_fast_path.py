@@ -184,3 +184,68 @@ def test_training_precision_key(tmp_path):
     model = tiny_model(num_classes=3)
     set_segmenter_precision(model, "bf16")
     assert model.segmenter.precision == "bf16"
+
+
+# ------------------------------------------------------------------------ switch, threads, pickling
+def test_the_switch_is_per_thread_so_an_fp32_call_beside_a_bf16_call_stays_exact(r50):
+    """The fast attention switches on bfloat16 autocast, which is per thread: an fp32 call in one
+    thread while another thread is inside a bf16 call gives the fp32 result bit for bit."""
+    import threading
+
+    from dvis.modeling.fast_path import bf16_fast_path
+
+    golden, model = r50
+    pixel_values = golden["inputs"]["pixel_values"][:1]
+    with torch.no_grad():
+        reference = model(pixel_values).pred_masks
+        results = {}
+        inside, release = threading.Event(), threading.Event()
+
+        def hold_bf16():
+            with bf16_fast_path("cpu"):
+                inside.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold_bf16)
+        holder.start()
+        inside.wait(30)
+        worker = threading.Thread(target=lambda: results.update(masks=model(pixel_values).pred_masks))
+        worker.start()
+        worker.join()
+        release.set()
+        holder.join()
+    assert torch.equal(results["masks"], reference)
+
+
+def test_only_bfloat16_autocast_switches_to_the_fast_attention(r50):
+    from dvis.modeling import fast_path
+
+    golden, model = r50
+    calls = []
+    original = fast_path.deformable_attention_forward
+    fast_path.deformable_attention_forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with torch.no_grad():
+            pixel_values = golden["inputs"]["pixel_values"][:1]
+            model(pixel_values)
+            assert calls == []
+            with torch.autocast("cpu", dtype=torch.float16):  # an AMP-style autocast: transformers' path
+                model.mask2former(pixel_values=pixel_values)
+            assert calls == []
+            model(pixel_values, precision="bf16")
+            assert len(calls) == model.config.enc_layers
+    finally:
+        fast_path.deformable_attention_forward = original
+
+
+def test_a_segmenter_with_the_fast_attention_pickles(r50):
+    import io
+
+    golden, model = r50
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    pixel_values = golden["inputs"]["pixel_values"][:1]
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values).pred_masks, model(pixel_values).pred_masks)

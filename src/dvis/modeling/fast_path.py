@@ -21,6 +21,7 @@ Outputs are returned in float32. The deviation from the float32 path is measured
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import torch
@@ -92,34 +93,45 @@ def deformable_attention_forward(attn: nn.Module, hidden_states: Tensor, attenti
     return attn.output_proj(sampled), weights
 
 
-def _deformable_attentions(module: nn.Module) -> list[nn.Module]:
+@functools.cache
+def _switching_class(base: type) -> type:
+    """``base`` (transformers' deformable attention) whose forward is :func:`deformable_attention_forward`
+    under bfloat16 autocast on the input's device, and ``base.forward`` otherwise (float32, or an
+    AMP float16 autocast: transformers' path as built)."""
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs):
+        device = hidden_states.device.type
+        if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+            return deformable_attention_forward(self, hidden_states, *args, **kwargs)
+        return base.forward(self, hidden_states, *args, **kwargs)
+
+    name = f"Switching{base.__name__}"
+    cls = type(name, (base,), {"forward": forward, "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls  # found by name, so a pickled model loads
+    return cls
+
+
+def install_fast_attention(module: nn.Module) -> int:
+    """Give every deformable attention of ``module`` the switching forward (same parameters and
+    state-dict keys; outside bfloat16 autocast it runs transformers' forward unchanged). The switch is
+    autocast's own state, which is per thread, so a bf16 call never changes what an fp32 call in
+    another thread runs, and ``torch.compile`` sees an ordinary method. Returns how many."""
     from transformers.models.mask2former.modeling_mask2former import (
         Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention as DeformableAttention,
     )
 
-    return [m for m in module.modules() if isinstance(m, DeformableAttention)]
+    attentions = [m for m in module.modules() if isinstance(m, DeformableAttention)]
+    for attn in attentions:
+        attn.__class__ = _switching_class(type(attn))
+    return len(attentions)
 
 
 @contextlib.contextmanager
-def bf16_fast_path(module: nn.Module, device_type: str) -> Iterator[None]:
-    """Inside the block ``module``'s deformable attentions use :func:`deformable_attention_forward`
-    and everything runs under bfloat16 autocast; on exit the modules are as before."""
-    attentions = _deformable_attentions(module)
-    for attn in attentions:
-        attn.forward = _bound(attn)
-    try:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            yield
-    finally:
-        for attn in attentions:
-            del attn.forward  # back to the class's forward
-
-
-def _bound(attn: nn.Module):
-    def forward(*args, **kwargs):
-        return deformable_attention_forward(attn, *args, **kwargs)
-
-    return forward
+def bf16_fast_path(device_type: str) -> Iterator[None]:
+    """The fast path: bfloat16 autocast, under which the installed deformable attentions
+    (:func:`install_fast_attention`) sample level by level."""
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        yield
 
 
 def to_channels_last(pixel_values: Tensor) -> Tensor:

@@ -41,7 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from dvis.errors import ConfigError, InputError
-from dvis.modeling.fast_path import PRECISIONS, bf16_fast_path, check_precision, to_channels_last
+from dvis.modeling.fast_path import (
+    PRECISIONS,
+    bf16_fast_path,
+    check_precision,
+    install_fast_attention,
+    to_channels_last,
+)
 
 RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
@@ -287,6 +293,7 @@ class Mask2FormerSegmenter(nn.Module):
         self.precision = precision
         with _quiet_transformers():
             self.mask2former = Mask2FormerForUniversalSegmentation(config.to_transformers())
+        install_fast_attention(self.mask2former)
         if config.backbone == "swin":
             # unused by SwinBackbone's outputs and absent from the release
             self.backbone.swin.layernorm = nn.Identity()
@@ -383,7 +390,7 @@ class Mask2FormerSegmenter(nn.Module):
             raise InputError(f"segmenter precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "fp32":
             return self._forward(pixel_values, return_aux)
-        with bf16_fast_path(self.mask2former, pixel_values.device.type):
+        with bf16_fast_path(pixel_values.device.type):
             out = self._forward(to_channels_last(pixel_values), return_aux)
         return as_float32(out)
 
