@@ -22,7 +22,7 @@ def run_segment(args: argparse.Namespace) -> int:
         frames_root=args.frames_root, spill_dir=args.spill_dir, spill_dtype=args.spill_dtype,
         render_threshold=args.render_threshold, merge_timeout=args.merge_timeout, quiet=args.no_progress,
         max_num=args.max_num, score_threshold=args.score_threshold, one_class_per_track=args.one_class_per_track,
-        precision=args.precision, io_overlap=not args.no_io_overlap)
+        precision=args.precision, io_overlap=not args.no_io_overlap, compile=args.compile)
     return SegmentRun(options).run()
 
 
@@ -85,6 +85,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="segmenter arithmetic: fp32 (exact, default) or bf16 (fast path: bfloat16 autocast, "
                         "see docs/model.md for its measured speed-up and deviation)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the segmenter through torch.compile: ~30 s to compile per frame size, then faster "
+                        "(measured in docs/model.md); for long videos")
     p.add_argument("--no-io-overlap", action="store_true",
                    help="decode, draw and encode in the main thread, taking turns with the model (default: in "
                         "background threads, overlapping it; see docs/model.md)")

@@ -35,6 +35,7 @@ from dvis.inference.spill import SpillFolder
 from dvis.modeling.dvis import DVIS, InferenceConfig
 from dvis.modeling.pipeline import VideoAnalysis, step_window
 from dvis.modeling.postprocess import upsample_masks
+from dvis.modeling.segmenter import Mask2FormerSegmenter
 
 
 def frames_of(video) -> Iterable[np.ndarray]:
@@ -73,13 +74,20 @@ class VideoPredictor:
     ``from_pretrained`` takes them from the model folder's ``classes.json`` or the release preset,
     otherwise class k is id k + 1), e.g. for ``instances.to_ytvis(video_id, predictor.categories.ids)``.
     ``read_ahead``: frames decoded ahead in a background thread while the model runs (None: one
-    window; 0: none).
+    window; 0: none). ``compile``: run the segmenter's network through ``torch.compile`` (a
+    :class:`~dvis.modeling.segmenter.Mask2FormerSegmenter` only; compiles on the first window of
+    each size, pays off on long videos).
     """
 
     def __init__(self, model: DVIS, spill_dir: str | Path | None = None, spill_dtype: str = "float32",
-                 categories: Categories | None = None, read_ahead: int | None = None, **overrides) -> None:
+                 categories: Categories | None = None, read_ahead: int | None = None, compile: bool = False,
+                 **overrides) -> None:
         self.model = model.eval()
         self.read_ahead = read_ahead
+        if compile:
+            if not isinstance(model.segmenter, Mask2FormerSegmenter):
+                raise InputError(f"compile=True needs a Mask2FormerSegmenter, got {type(model.segmenter).__name__}")
+            model.segmenter.compiled = True
         self.config = dataclasses.replace(model.config.inference, **check_overrides(overrides))
         self.config.validate()
         self.spill_dir, self.spill_dtype = spill_dir, spill_dtype
@@ -89,12 +97,12 @@ class VideoPredictor:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, device: str = "auto", weights: str | Path | None = None,
                         spill_dir: str | Path | None = None, spill_dtype: str = "float32",
-                        read_ahead: int | None = None, **overrides) -> "VideoPredictor":
+                        read_ahead: int | None = None, compile: bool = False, **overrides) -> "VideoPredictor":
         """A registered name, a model folder, or a release preset name with ``weights=FILE.pth``."""
         model = load_model(name_or_dir, weights=weights, device=device)
         categories = model_categories(locate_model(name_or_dir, weights), model.config.segmenter.num_classes)
         return cls(model, spill_dir=spill_dir, spill_dtype=spill_dtype, categories=categories,
-                   read_ahead=read_ahead, **overrides)
+                   read_ahead=read_ahead, compile=compile, **overrides)
 
     @property
     def device(self) -> torch.device:

@@ -67,6 +67,7 @@ class SegmentOptions:
     one_class_per_track: bool = False  # VIS: results.json keeps each track's best entry only
     precision: str = "fp32"  # segmenter: fp32 (exact) or bf16 (fast path)
     io_overlap: bool = True  # decode / draw / encode in background threads while the model runs
+    compile: bool = False  # the segmenter's network through torch.compile
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -182,7 +183,7 @@ class SegmentRun:
         self.predictor = VideoPredictor.from_pretrained(
             o.model, device=device, weights=o.weights, spill_dir=o.spill_dir, spill_dtype=o.spill_dtype,
             mode=o.mode, task=o.task, clip_len=o.clip_len, max_num=o.max_num, precision=o.precision,
-            read_ahead=None if o.io_overlap else 0)
+            read_ahead=None if o.io_overlap else 0, compile=o.compile)
         config = self.predictor.options()  # a mode the model cannot run fails here, before any output
         if vps_warning(config):
             log(f"warning: {vps_warning(config)}")

@@ -317,6 +317,23 @@ class Mask2FormerSegmenter(nn.Module):
         except ValueError as err:
             raise InputError(str(err)) from None
 
+    @property
+    def compiled(self) -> bool:
+        """Whether forward passes run transformers' network through ``torch.compile`` (inductor).
+        The first call of each input shape compiles (tens of seconds on a CPU); it pays off on long
+        videos (docs/model.md). Works with either precision; the weights stay shared and the
+        state dict unchanged."""
+        return self.__dict__.get("_compiled_network") is not None
+
+    @compiled.setter
+    def compiled(self, enabled: bool) -> None:
+        network = torch.compile(self.mask2former) if enabled else None
+        self.__dict__["_compiled_network"] = network  # not a submodule: no second set of state-dict keys
+
+    def _network(self) -> nn.Module:
+        compiled = self.__dict__.get("_compiled_network")
+        return self.mask2former if compiled is None else compiled
+
     # --------------------------------------------------------------------------------- structure
     @property
     def backbone(self) -> nn.Module:
@@ -395,7 +412,7 @@ class Mask2FormerSegmenter(nn.Module):
         return as_float32(out)
 
     def _forward(self, pixel_values: Tensor, return_aux: bool) -> SegmenterOutput:
-        out = self.mask2former(pixel_values=pixel_values, output_auxiliary_logits=return_aux, return_dict=True)
+        out = self._network()(pixel_values=pixel_values, output_auxiliary_logits=return_aux, return_dict=True)
         aux = None
         if return_aux:
             aux = [{"pred_logits": a["class_queries_logits"], "pred_masks": a["masks_queries_logits"]}
