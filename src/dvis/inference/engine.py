@@ -23,6 +23,7 @@ from dvis.modeling.dvis import DVIS, InferenceConfig
 from dvis.modeling.pipeline import VideoAnalysis, track_windows
 
 Progress = Callable[[int], None]
+READ_AHEAD = 8  # default frames decoded ahead (decoding is < 1 % of a 480x640 run: docs/model.md)
 
 
 # ----------------------------------------------------------------------------- frame input
@@ -74,8 +75,9 @@ def analyse_video(
     after every window of n frames. The returned analysis reads the spills (pass 2).
 
     ``read_ahead``: frames decoded ahead in a background thread while the model runs
-    (:class:`~dvis.data.prefetch.Prefetcher`; None: one window, ``window_size`` frames; 0: none,
-    decoding and the model take turns)."""
+    (:class:`~dvis.data.prefetch.Prefetcher`; None: :data:`READ_AHEAD` frames, at most one window;
+    0: none, decoding and the model take turns). Each frame read ahead is one more full-size frame
+    in memory (24 MB at 4K)."""
     config.validate()
     model.check_mode(config.mode)
     sizes: dict[str, tuple[int, int]] = {}
@@ -88,7 +90,7 @@ def analyse_video(
             if progress is not None:
                 progress(len(window))
 
-    depth = config.window_size if read_ahead is None else read_ahead
+    depth = min(config.window_size, READ_AHEAD) if read_ahead is None else read_ahead
     with Prefetcher(frames, depth, name="dvis-decode") as decoded:
         record, = track_windows(model, windows(decoded), config, [spills])
     return record.analyse(model, config, sizes.get("resized"), sizes.get("output"))

@@ -73,8 +73,8 @@ class VideoPredictor:
     ``categories``: dataset category id and name per class index (:mod:`dvis.inference.categories`;
     ``from_pretrained`` takes them from the model folder's ``classes.json`` or the release preset,
     otherwise class k is id k + 1), e.g. for ``instances.to_ytvis(video_id, predictor.categories.ids)``.
-    ``read_ahead``: frames decoded ahead in a background thread while the model runs (None: one
-    window; 0: none). ``compile``: run the segmenter's network through ``torch.compile`` (a
+    ``read_ahead``: frames decoded ahead in a background thread while the model runs (None: 8, at
+    most one window; 0: none). ``compile``: run the segmenter's network through ``torch.compile`` (a
     :class:`~dvis.modeling.segmenter.Mask2FormerSegmenter` only; compiles on the first window of
     each size, pays off on long videos).
     """
