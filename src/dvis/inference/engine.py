@@ -91,6 +91,8 @@ def analyse_video(
                 progress(len(window))
 
     depth = min(config.window_size, READ_AHEAD) if read_ahead is None else read_ahead
+    if isinstance(frames, (list, tuple, np.ndarray, Tensor)):
+        depth = 0  # already decoded: a thread would only copy references
     with Prefetcher(frames, depth, name="dvis-decode") as decoded:
         record, = track_windows(model, windows(decoded), config, [spills])
     return record.analyse(model, config, sizes.get("resized"), sizes.get("output"))

@@ -194,6 +194,9 @@ def vis_overlay_entries(scores, labels, ids, names, threshold: float) -> tuple[l
     return shown, colours, texts
 
 
+OVERLAY_QUEUE = 8  # frames waiting for the overlay's worker thread (their masks are kept until drawn)
+
+
 class OverlayVideo:
     """``OUT/<video>.mp4``, written frame by frame while the outputs are produced.
 
@@ -204,7 +207,7 @@ class OverlayVideo:
     frames' masks does not wait for them; ``queue_depth=0`` does them in the caller's thread.
     """
 
-    def __init__(self, path, source, enabled: bool, queue_depth: int = 8) -> None:
+    def __init__(self, path, source, enabled: bool, queue_depth: int = OVERLAY_QUEUE) -> None:
         self.path, self.source, self.enabled, self.queue_depth = path, source, enabled, queue_depth
         self._writer = self._frames = self._worker = None
 

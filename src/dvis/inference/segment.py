@@ -38,7 +38,7 @@ from dvis.inference.categories import Categories, json_categories
 from dvis.inference.inputs import InputSet, VideoJob, resolve_inputs
 from dvis.inference.partials import NO_PARTIAL, PARTIAL_DIR, Partials, run_fingerprint
 from dvis.inference.registry import locate_model, resolve_device
-from dvis.inference.render import OverlayVideo, track_colour, vis_overlay_entries
+from dvis.inference.render import OVERLAY_QUEUE, OverlayVideo, track_colour, vis_overlay_entries
 from dvis.inference.results import select_entries
 from dvis.modeling.pipeline import VideoAnalysis
 
@@ -277,7 +277,7 @@ class SegmentRun:
         """Writes the video's files; returns (its partial's data, the files written besides the overlay).
         ``self._step(n)`` (the pass-2 progress bar) is called after every n frames written."""
         step = self._step
-        queue = 8 if self.options.io_overlap else 0
+        queue = OVERLAY_QUEUE if self.options.io_overlap else 0
         with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render, queue) as overlay:
             task = analysis.config.task
             if task == "vis":
