@@ -162,3 +162,40 @@ def test_tracker_ablation_options_are_checked():
         TrackerConfig(initial_value="random")
     with pytest.raises(ConfigError, match="referring cross-attention only"):
         TrackerConfig(cross_attention="standard", initial_value="zero")
+    with pytest.raises(ConfigError, match="match_noise is a probability"):
+        TrackerConfig(match_noise=1.5)
+
+
+def test_match_noise_permutes_training_matches_only():
+    """DVIS++'s hard denoising: in training a noised frame's order is a random permutation that the
+    next frame is matched against; in eval mode (and at 0) the tracker is DVIS's, bit for bit."""
+    sizes = dict(num_classes=3, hidden_dim=32, feedforward_dim=64, num_heads=4, num_layers=2, mask_dim=32)
+    torch.manual_seed(6)
+    plain = ReferringTracker(TrackerConfig(**sizes))
+    noisy = ReferringTracker(TrackerConfig(**sizes, match_noise=1.0))
+    noisy.load_state_dict(plain.state_dict())
+    frames = torch.randn(3, 4, 6, 32)
+    frames[:, 1:] = frames[:, :1] + 0.01 * torch.randn(3, 3, 6, 32)  # the same objects, in the same order
+    with torch.no_grad():
+        clean = plain.eval()(frames)[0]
+        assert torch.equal(clean.match_indices[:, 1:], torch.arange(6).expand(3, 3, 6))
+        assert torch.equal(noisy.eval()(frames)[0].pred_embds, clean.pred_embds)
+        assert torch.equal(plain.train()(frames)[0].pred_embds, clean.pred_embds)  # match_noise=0
+        torch.manual_seed(7)
+        noised = noisy.train()(frames)[0]
+    orders = noised.match_indices[:, 1:]  # (B, T-1, Q): every one a permutation, not all identity
+    assert torch.equal(orders.sort(-1).values, torch.arange(6).expand(3, 3, 6))
+    assert not torch.equal(orders, torch.arange(6).expand(3, 3, 6))
+    torch.manual_seed(7)
+    with torch.no_grad():
+        again = noisy(frames)[0]
+    assert torch.equal(again.match_indices, noised.match_indices)  # seeded: repeatable
+    # a permuted frame's queries become the reference: the next frame follows that permutation
+    half = ReferringTracker(TrackerConfig(**sizes, match_noise=0.5)).train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        orders = half(frames.repeat(8, 1, 1, 1))[0].match_indices  # (24, 4, 6)
+    # un-noised frames match back onto the previous frame's permutation (the frames barely move);
+    # noised ones draw a fresh one: about half of 48 frame pairs at 0.5 (binomial, sd 3.5)
+    kept = sum(torch.equal(video[t], video[t - 1]) for video in orders for t in range(2, 4))
+    assert 12 <= kept <= 36

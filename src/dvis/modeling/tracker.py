@@ -44,6 +44,11 @@ class TrackerConfig:
     initial_value: block 0's identification on frames after the first: ``"matched"`` (S~_t,
         DVIS), ``"unmatched"`` (S_t in the segmenter's order), ``"previous"`` (the previous
         frame's output, the query) or ``"zero"``. Only with ``cross_attention="referring"``.
+    match_noise: training only (a no-op in eval mode): the probability, per video and frame after
+        the first, that the frame's Hungarian matching is replaced by a random permutation of its
+        queries, so the slot's identification (and the reference the next frame is matched to)
+        is another object's query and the tracker must find its object through the referring
+        cross-attention. DVIS++'s "hard" denoising training (its default ratio 0.5); 0 in DVIS.
     """
 
     num_classes: int = 25
@@ -55,6 +60,7 @@ class TrackerConfig:
     matching: Matching = "paper"
     cross_attention: str = "referring"
     initial_value: str = "matched"
+    match_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +77,8 @@ class TrackerConfig:
         if self.cross_attention == "standard" and self.initial_value != "matched":
             raise ConfigError("initial_value applies to referring cross-attention only; standard cross-attention "
                               "uses the previous frame's output (leave initial_value='matched')")
+        if not 0.0 <= self.match_noise <= 1.0:
+            raise ConfigError(f"match_noise is a probability in [0, 1], got {self.match_noise!r}")
 
 
 SIZE_FIELDS = ("num_classes", "hidden_dim", "feedforward_dim", "num_heads", "num_layers", "mask_dim")
@@ -228,7 +236,7 @@ class ReferringTracker(nn.Module):
                 outputs = self._first_frame(frame)
                 frames_seen = 0
             else:
-                order = match_batch(state.reference, frame, self.config.matching)
+                order = self._noised(match_batch(state.reference, frame, self.config.matching))
                 matched = reorder(frame, order)
                 outputs = self._next_frame(frame, matched, state.last_output)
                 frames_seen = state.num_frames
@@ -240,6 +248,20 @@ class ReferringTracker(nn.Module):
         output = self.heads(blocks, mask_features, return_aux)
         output.match_indices = torch.stack(orders, dim=1)
         return output, state
+
+    def _noised(self, order: Tensor) -> Tensor:
+        """order (B, Q); in training, each video's row becomes a random permutation with
+        probability ``match_noise`` (torch's global generator, so seeded runs repeat)."""
+        if not self.training or self.config.match_noise == 0.0:
+            return order
+        batch, queries = order.shape
+        noised = torch.rand(batch) < self.config.match_noise
+        if not noised.any():
+            return order
+        order = order.clone()
+        for b in noised.nonzero().flatten().tolist():
+            order[b] = torch.randperm(queries).to(order.device)
+        return order
 
     def heads(
         self, blocks: Tensor, mask_features: Tensor | None, return_aux: bool
