@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dvis.errors import ConfigError, InputError
-from dvis.modeling.matching import match_queries
+from dvis.modeling.matching import match_queries, match_window
 from dvis.modeling.minvis import minvis_match
 from dvis.modeling.refiner import RefinerConfig, TemporalRefiner
 from dvis.modeling.tracker import ReferringTracker, TrackerConfig
@@ -199,3 +199,25 @@ def test_match_noise_permutes_training_matches_only():
     # noised ones draw a fresh one: about half of 48 frame pairs at 0.5 (binomial, sd 3.5)
     kept = sum(torch.equal(video[t], video[t - 1]) for video in orders for t in range(2, 4))
     assert 12 <= kept <= 36
+
+
+@pytest.mark.parametrize("matching", ["paper", "dvis-release"])
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_window_matching_equals_frame_by_frame_matching(matching, with_reference):
+    """match_window (one host transfer per window) = match_queries chained frame after frame."""
+    torch.manual_seed(8)
+    frames = torch.randn(2, 7, 9, 16)
+    for t in range(1, 7):  # the same objects, shuffled and moved a little on every frame
+        frames[:, t] = frames[:, t - 1][:, torch.randperm(9)] + 0.3 * torch.randn(2, 9, 16)
+    frames[1, 3, 4] = 0.0  # a zero query: NaN-free cost through the 1e-6 in the norms
+    reference = torch.randn(2, 9, 16) if with_reference else None
+    replaced = {(0, 4): torch.randperm(9)}
+    orders = match_window(reference, frames, matching, replaced)
+    for b in range(2):
+        previous = reference[b] if with_reference else frames[b, 0]
+        for t in range(0 if with_reference else 1, 7):
+            expected = replaced.get((b, t), match_queries(previous, frames[b, t], matching))
+            assert torch.equal(orders[b, t], expected), (b, t)
+            previous = frames[b, t][expected]
+    if not with_reference:
+        assert torch.equal(orders[:, 0], torch.arange(9).expand(2, 9))

@@ -17,6 +17,7 @@ solved with the Hungarian algorithm (scipy). Two conventions exist:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -42,18 +43,64 @@ def match_queries(reference: Tensor, current: Tensor, matching: Matching = "pape
     Returns a (Q,) int64 tensor ``order`` such that ``current[order]`` is the reordered frame.
     """
     cost = cosine_cost(reference.detach().float(), current.detach().float()).cpu().numpy()
+    return torch.from_numpy(solve(cost, matching)).to(current.device)
+
+
+def solve(cost: np.ndarray, matching: Matching) -> np.ndarray:
+    """Hungarian assignment of a (Q, Q) reference x current cost in either convention -> (Q,) int64."""
     if matching == "paper":
         _, order = linear_sum_assignment(cost)
     elif matching == "dvis-release":
         _, order = linear_sum_assignment(cost.T)
     else:
         raise ValueError(f"matching must be one of {MATCHING_MODES}, got {matching!r}")
-    return torch.from_numpy(np.asarray(order, dtype=np.int64)).to(current.device)
+    return np.asarray(order, dtype=np.int64)
 
 
-def match_batch(reference: Tensor, current: Tensor, matching: Matching = "paper") -> Tensor:
-    """Batched :func:`match_queries`: reference, current (B, Q, C) -> order (B, Q)."""
-    return torch.stack([match_queries(r, c, matching) for r, c in zip(reference, current)])
+def match_window(
+    reference: Tensor | None,
+    frames: Tensor,
+    matching: Matching = "paper",
+    replaced: Mapping[tuple[int, int], Tensor] | None = None,
+) -> Tensor:
+    """Slot orders of a whole window with one device-to-host transfer (not one per frame).
+
+    reference: (B, Q, C) the reordered last frame before the window, or None when the window
+        starts the videos (then frame 0 keeps its own order).
+    frames:    (B, T, Q, C) the window's segmenter queries.
+    replaced:  {(b, t): order} used instead of frame t's matching in video b (training noise);
+        later frames are matched to that order, as if the matching had returned it.
+    Returns orders (B, T, Q) int64 on ``frames.device``: ``frames[b, t, orders[b, t]]`` is the
+    reordered frame, exactly :func:`match_queries` applied frame after frame.
+
+    Frame t's reference is frame t-1 reordered, so its cost is ``1 - cos(S_{t-1}, S_t)`` with
+    the rows taken in frame t-1's order: all cosines are one batched product on the device, and
+    only the Hungarian chain runs on the host.
+    """
+    frames = frames.detach().float()
+    normed = frames / (frames.norm(dim=-1, keepdim=True) + 1e-6)
+    previous = normed[:, :-1]
+    if reference is not None:
+        ref = reference.detach().float()
+        previous = torch.cat([(ref / (ref.norm(dim=-1, keepdim=True) + 1e-6))[:, None], previous], dim=1)
+    current = normed if reference is not None else normed[:, 1:]
+    costs = torch.nan_to_num(1 - previous @ current.transpose(-1, -2), nan=0.0, posinf=0.0, neginf=0.0)
+    costs = costs.cpu().numpy()  # (B, T or T-1, Q, Q): the window's only host transfer
+    batch, length, queries = frames.shape[:3]
+    orders = np.empty((batch, length, queries), dtype=np.int64)
+    replaced = replaced or {}
+    for b in range(batch):
+        rows = np.arange(queries)  # the previous frame's order (the reference is already reordered)
+        start = 0
+        if reference is None:
+            orders[b, 0] = rows
+            start = 1
+        for t in range(start, length):
+            cost = costs[b, t - start][rows]
+            order = replaced.get((b, t))
+            rows = solve(cost, matching) if order is None else order.cpu().numpy()
+            orders[b, t] = rows
+    return torch.from_numpy(orders).to(frames.device)
 
 
 def reorder(queries: Tensor, order: Tensor) -> Tensor:

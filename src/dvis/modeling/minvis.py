@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dvis.modeling.matching import Matching, match_batch, reorder
+from dvis.modeling.matching import Matching, match_window, reorder
 
 
 @dataclass
@@ -45,17 +45,9 @@ def minvis_match(
     matching: Matching = "paper",
 ) -> tuple[MinVISOutput, MinVISState]:
     """embeds (B, T, Q, C), logits (B, T, Q, K+1), masks (B, T, Q, h, w) -> reordered outputs."""
-    orders = []
-    for t in range(embeds.shape[1]):
-        frame = embeds[:, t]
-        if state is None:
-            order = torch.arange(frame.shape[1], device=frame.device).expand(frame.shape[0], -1)
-            state = MinVISState(frame, 0)
-        else:
-            order = match_batch(state.reference, frame, matching)
-        state = MinVISState(reorder(frame, order), state.num_frames + 1)
-        orders.append(order)
-    order = torch.stack(orders, dim=1)  # (B, T, Q)
+    order = match_window(None if state is None else state.reference, embeds, matching)  # (B, T, Q)
+    last = reorder(embeds[:, -1], order[:, -1])
+    state = MinVISState(last, (0 if state is None else state.num_frames) + embeds.shape[1])
 
     def gather(x: Tensor) -> Tensor:
         index = order.view(*order.shape, *([1] * (x.dim() - 3))).expand_as(x)

@@ -27,7 +27,7 @@ from dvis.modeling.layers import (
     prediction_heads,
     xavier_init_matrices,
 )
-from dvis.modeling.matching import MATCHING_MODES, Matching, match_batch, reorder
+from dvis.modeling.matching import MATCHING_MODES, Matching, match_window, reorder
 
 # Ablations of the paper (Tables 6 and 7); DVIS is ("referring", "matched").
 CROSS_ATTENTION_KINDS = ("referring", "standard")
@@ -227,41 +227,39 @@ class ReferringTracker(nn.Module):
                 f"tracker state is for (B, Q, C) = {tuple(state.last_output.shape)} but this window "
                 f"has {tuple(frame_embeds[:, 0].shape)}; pass state=None to start new videos"
             )
-        blocks_per_frame, orders = [], []
+        start = 0 if state is not None else 1  # a video's first frame keeps its order
+        orders = match_window(None if state is None else state.reference, frame_embeds, self.config.matching,
+                              self._noise(frame_embeds.shape, start))
+        blocks_per_frame = []
         for t in range(frame_embeds.shape[1]):
             frame = frame_embeds[:, t]
             if state is None:
-                order = torch.arange(frame.shape[1], device=frame.device).expand(frame.shape[0], -1)
                 matched = frame
                 outputs = self._first_frame(frame)
                 frames_seen = 0
             else:
-                order = self._noised(match_batch(state.reference, frame, self.config.matching))
-                matched = reorder(frame, order)
+                matched = reorder(frame, orders[:, t])
                 outputs = self._next_frame(frame, matched, state.last_output)
                 frames_seen = state.num_frames
             state = TrackerState(outputs[-1], matched, frames_seen + 1)
-            orders.append(order)
             blocks_per_frame.append(outputs if return_aux else outputs[-1:])
         # (L', B, T, Q, C): L' = L with return_aux, else only the last block
         blocks = torch.stack([torch.stack(outputs, dim=1) for outputs in blocks_per_frame], dim=2)
         output = self.heads(blocks, mask_features, return_aux)
-        output.match_indices = torch.stack(orders, dim=1)
+        output.match_indices = orders
         return output, state
 
-    def _noised(self, order: Tensor) -> Tensor:
-        """order (B, Q); in training, each video's row becomes a random permutation with
+    def _noise(self, shape: torch.Size, start: int) -> dict[tuple[int, int], Tensor]:
+        """In training, {(b, t): random order} for each video b and frame t >= start drawn with
         probability ``match_noise`` (torch's global generator, so seeded runs repeat)."""
         if not self.training or self.config.match_noise == 0.0:
-            return order
-        batch, queries = order.shape
-        noised = torch.rand(batch) < self.config.match_noise
-        if not noised.any():
-            return order
-        order = order.clone()
-        for b in noised.nonzero().flatten().tolist():
-            order[b] = torch.randperm(queries).to(order.device)
-        return order
+            return {}
+        batch, frames, queries = shape[:3]
+        replaced = {}
+        for t in range(start, frames):
+            for b in (torch.rand(batch) < self.config.match_noise).nonzero().flatten().tolist():
+                replaced[b, t] = torch.randperm(queries)
+        return replaced
 
     def heads(
         self, blocks: Tensor, mask_features: Tensor | None, return_aux: bool
