@@ -77,3 +77,34 @@ def test_a_decoding_error_reaches_the_caller(tmp_path, model_dir):
     predictor = VideoPredictor(load_pretrained(model_dir), mode="online", window_size=1)
     with pytest.raises(OSError, match="frame 1 of broken.mp4"):
         predictor(broken())
+
+
+@pytest.mark.parametrize("queue_depth, enabled", [(4, True), (0, True), (4, False)])
+def test_overlay_progress_counts_frames_written_not_frames_queued(tmp_path, queue_depth, enabled):
+    """The pass-2 bar advances as the overlay's thread writes a frame, so it reaches its total only
+    when the mp4 is complete (a queued frame is not counted)."""
+    write_video(tmp_path / "walk.mp4", random_frames(6, height=32, width=48), fps=12)
+    source = open_video(tmp_path / "walk.mp4")
+    gate, done, written = threading.Event(), [], []
+    original = render.render_frame
+
+    def slow(*args, **kwargs):
+        assert gate.wait(10), "the frames were not all queued"  # the first frame is held until every frame has been queued
+        return original(*args, **kwargs)
+
+    render_frame, render.render_frame = render.render_frame, slow
+    try:
+        with render.OverlayVideo(tmp_path / "out.mp4", source, enabled, queue_depth, done.append) as overlay:
+            for _ in range(4):  # 1 held in the worker + 3 queued: fits the queue
+                if queue_depth == 0 and enabled:
+                    gate.set()  # drawn in this thread: nothing to hold
+                overlay.add(np.ones((1, 32, 48), bool), [(255, 0, 0)], ["1 a"])
+                written.append(len(done))
+            if enabled and queue_depth:
+                assert len(done) == 0  # all 4 handed over, none written yet
+            gate.set()
+    finally:
+        render.render_frame = render_frame
+    assert sum(done) == 4
+    assert written == ([0] * 4 if enabled and queue_depth else [1, 2, 3, 4])
+    assert (tmp_path / "out.mp4").is_file() == enabled

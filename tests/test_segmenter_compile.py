@@ -79,3 +79,16 @@ def test_dvis_segment_compile_flag(tmp_path, spy_compile):
                  "--out", str(tmp_path / "out"), "--quiet", "--no-render", "--compile"]) == 0
     assert len(spy_compile) == 1 and spy_compile[0].calls >= 1
     assert json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_resume_does_not_mix_compiled_and_eager_results(tmp_path, spy_compile, capsys):
+    """Compiled kernels reassociate float sums, so --compile is part of what a partial records."""
+    model_dir = save_tiny_model(tmp_path / "tiny", num_classes=6)
+    write_video(tmp_path / "walk.mp4", random_frames(3, height=32, width=48))
+    args = ["segment", str(tmp_path / "walk.mp4"), "--model", str(model_dir), "--mode", "online",
+            "--out", str(tmp_path / "out"), "--no-render"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--compile"]) == 0
+    assert spy_compile[0].calls >= 1  # recomputed, not taken from the eager run's partial
+    assert "compile False (partial) vs True (this run)" in capsys.readouterr().err

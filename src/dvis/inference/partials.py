@@ -26,7 +26,7 @@ from dvis.inference.registry import ModelRef
 PARTIAL_DIR = ".partial"
 NO_PARTIAL = "no partial result"
 COMPUTED_OPTIONS = ("mode", "task", "clip_len", "spill_dtype", "frames_root", "max_num", "score_threshold",
-                    "one_class_per_track", "precision")
+                    "one_class_per_track", "precision", "compile")  # compiled kernels reassociate float sums
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

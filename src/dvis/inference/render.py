@@ -11,6 +11,7 @@ another. Text size, outline width and label padding scale with the frame's short
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import colorsys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -205,10 +206,14 @@ class OverlayVideo:
     Decoding, drawing and encoding run in a background thread (:class:`~dvis.data.prefetch.
     BackgroundWorker`, up to ``queue_depth`` frames queued) so that the model computing the next
     frames' masks does not wait for them; ``queue_depth=0`` does them in the caller's thread.
+    ``on_frame(1)`` (e.g. a progress bar's ``update``) is called once per frame when it is written
+    (at once when disabled), so progress counts frames done, not frames queued.
     """
 
-    def __init__(self, path, source, enabled: bool, queue_depth: int = OVERLAY_QUEUE) -> None:
+    def __init__(self, path, source, enabled: bool, queue_depth: int = OVERLAY_QUEUE,
+                 on_frame: Callable[[int], object] | None = None) -> None:
         self.path, self.source, self.enabled, self.queue_depth = path, source, enabled, queue_depth
+        self.on_frame = on_frame or (lambda n: None)
         self._writer = self._frames = self._worker = None
 
     def __enter__(self) -> "OverlayVideo":
@@ -225,6 +230,8 @@ class OverlayVideo:
         ``masks`` must not be changed afterwards (it is drawn later, in the worker thread)."""
         if self.enabled:
             self._worker.submit(masks, colours, texts)
+        else:
+            self.on_frame(1)
 
     def _write(self, masks: np.ndarray | None, colours: list, texts: list[str]) -> None:
         frame = next(self._frames)
@@ -232,6 +239,7 @@ class OverlayVideo:
             self._writer.write(frame)
         else:
             self._writer.write(render_frame(frame, masks, colours, texts))
+        self.on_frame(1)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._writer is None:

@@ -275,18 +275,17 @@ class SegmentRun:
 
     def _write_outputs(self, job: VideoJob, source, analysis: VideoAnalysis) -> tuple[Any, list[str]]:
         """Writes the video's files; returns (its partial's data, the files written besides the overlay).
-        ``self._step(n)`` (the pass-2 progress bar) is called after every n frames written."""
-        step = self._step
+        ``self._step(n)`` (the pass-2 progress bar) is called as the overlay writes each frame."""
         queue = OVERLAY_QUEUE if self.options.io_overlap else 0
-        with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render, queue) as overlay:
+        with OverlayVideo(self.out / f"{job.name}.mp4", source, self.options.render, queue, self._step) as overlay:
             task = analysis.config.task
             if task == "vis":
-                return self._vis(job, analysis, overlay, step), []
+                return self._vis(job, analysis, overlay), []
             if task == "vps":
-                return self._vps(job, source, analysis, overlay, step)
-            return self._vss(job, source, analysis, overlay, step)
+                return self._vps(job, source, analysis, overlay)
+            return self._vss(job, source, analysis, overlay)
 
-    def _vis(self, job: VideoJob, analysis: VideoAnalysis, overlay: OverlayVideo, step) -> list[dict]:
+    def _vis(self, job: VideoJob, analysis: VideoAnalysis, overlay: OverlayVideo) -> list[dict]:
         """results.json entries: the options' selection; the overlay: per track its best entry with
         score >= --render-threshold, labelled ``id class score``."""
         from dvis.inference.results import TrackedInstances
@@ -302,11 +301,9 @@ class SegmentRun:
             instances.add_frames(chunk.masks[kept])
             for t in range(chunk.masks.shape[1]):
                 overlay.add(chunk.masks[shown, t].numpy(), colours, texts)
-                step(1)
         return instances.to_ytvis(job.video_id, self.categories.ids, video_name=job.name)
 
-    def _vps(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo,
-             step) -> tuple[dict, list[str]]:
+    def _vps(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo) -> tuple[dict, list[str]]:
         plan = analysis.vps_plan()
         ids = self.categories.ids
         segments = [{"id": s["id"], "category_id": ids[s["category_id"]], "isthing": int(s["isthing"])}
@@ -321,13 +318,11 @@ class SegmentRun:
             writer.add_video(job.name, names[start:start + len(maps)], maps, segments)
             for frame_ids in maps:
                 overlay.add(np.stack([frame_ids == s["id"] for s in segments]) if segments else None, colours, texts)
-                step(1)
         frames = [frame for entry in writer.annotations for frame in entry["annotations"]]
         outputs = [f"pan_pred/{job.name}/{frame['file_name']}" for frame in frames]
         return {"video_id": job.name, "annotations": frames}, outputs
 
-    def _vss(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo,
-             step) -> tuple[dict, list[str]]:
+    def _vss(self, job: VideoJob, source, analysis: VideoAnalysis, overlay: OverlayVideo) -> tuple[dict, list[str]]:
         names = job.frame_names(source, analysis.num_frames)
         classes = list(range(len(self.categories)))
         colours = [track_colour(k) for k in classes]
@@ -337,7 +332,6 @@ class SegmentRun:
                 present = [k for k in classes if (classes_map == k).any()]
                 overlay.add(np.stack([classes_map == k for k in present]) if present else None,
                             [colours[k] for k in present], [self.categories.names[k] for k in present])
-                step(1)
         return {"video_id": job.name, "frames": names}, [f"vss/{job.name}/{name}.png" for name in names]
 
 
