@@ -101,3 +101,15 @@ def test_a_missing_validation_file_is_a_config_error(synthetic_root, tmp_path):
                          validation={"annotations": str(tmp_path / "nothing.json")})
     with pytest.raises(ConfigError, match="nothing.json: file not found"):
         Trainer(config, "tracker", progress=False)
+
+
+def test_validation_frames_are_decoded_only_by_the_process_that_validates(validation_root):
+    """Every DDP rank builds a Validator, but only rank 0 calls it: the others never decode frames."""
+    from dvis.training.config import ValidationConfig
+    from dvis.training.validation import Validator
+
+    validator = Validator(ValidationConfig(annotations=str(validation_root / "annotations.json")), "tracker")
+    assert validator._videos is None  # built: ground truth loaded, no frame decoded
+    videos = validator.videos
+    assert len(videos) == 2 and videos[0][1].shape == (6, 64, 64, 3) and videos[0][1].dtype == "uint8"
+    assert validator.videos is videos  # decoded once

@@ -40,7 +40,8 @@ def ensure_validation_set(config: ValidationConfig) -> Path:
 
 
 class Validator:
-    """Scores a model on the validation videos (frames decoded once and kept in memory)."""
+    """Scores a model on the validation videos. The frames are decoded on the first call and kept
+    in memory: only the process that validates (rank 0) holds them."""
 
     def __init__(self, config: ValidationConfig, stage: str) -> None:
         from dvis.data.ytvis import YTVISDataset
@@ -50,8 +51,16 @@ class Validator:
         self.mode = config.mode or STAGE_MODES[stage]
         self.metric = config.metric
         self.ground_truth = load_ground_truth(annotations)
-        dataset = YTVISDataset(annotations, image_root)
-        self.videos = [(dataset[i].video_id, np.stack(list(dataset[i].frames()))) for i in range(len(dataset))]
+        self.dataset = YTVISDataset(annotations, image_root)
+        self._videos: list[tuple[int, np.ndarray]] | None = None
+
+    @property
+    def videos(self) -> list[tuple[int, np.ndarray]]:
+        """[(video_id, frames (T, H, W, 3) uint8)], decoded once, on first use."""
+        if self._videos is None:
+            dataset = self.dataset
+            self._videos = [(dataset[i].video_id, np.stack(list(dataset[i].frames()))) for i in range(len(dataset))]
+        return self._videos
 
     @torch.no_grad()
     def __call__(self, model: DVIS) -> dict[str, float]:
