@@ -181,5 +181,9 @@ def test_clips_without_frames_have_the_same_targets_and_zero_frames_of_the_right
         a, b = full[index], light[index]
         assert a["frames"].shape == b["frames"].shape == (3, 3, 48, 64) and int(a["frames"].sum()) > 0
         assert int(b["frames"].abs().sum()) == 0
+        assert b["frames"].stride() == (0, 0, 0, 0)  # a view of one zero: no frame memory per clip
         for key in ("masks", "classes", "present", "frame_indices"):
             assert torch.equal(a[key], b[key]), key
+    floats = ClipDataset(videos, num_frames=3, augmentation=None, seed=2, with_frames=False, to_float=True)[0]
+    assert floats["frames"].dtype == torch.float32 and floats["frames"].stride() == (0, 0, 0, 0)
+    assert floats["frames"].shape == (3, 3, 48, 64)

@@ -23,6 +23,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from dvis.data.augment import (
@@ -86,10 +87,12 @@ class VideoLike(Protocol):
 
 
 def assemble_clip(
-    frames: Sequence[np.ndarray], instances: Sequence[FrameInstances], category_index: dict[int, int]
+    frames: Sequence[np.ndarray], instances: Sequence[FrameInstances], category_index: dict[int, int],
+    pixels: bool = True,
 ) -> dict:
     """Stacks transformed frames (h, w, 3) and per-frame instances into the sample layout.
-    Crowd instances are left out; instance columns are ordered by id."""
+    Crowd instances are left out; instance columns are ordered by id. ``pixels=False``: the
+    frames only give the size, and ``frames`` is a zero tensor of that shape taking no memory."""
     ids = sorted({int(i) for inst in instances for i, c in zip(inst.ids, inst.iscrowd) if not c})
     column = {instance_id: n for n, instance_id in enumerate(ids)}
     height, width = frames[0].shape[:2]
@@ -105,15 +108,23 @@ def assemble_clip(
     present = masks.reshape(len(frames), len(ids), height * width).any(-1)  # (T, N); N may be 0
     id_row = np.array(ids, np.int64)
     frame_ids = np.where(present, id_row[None, :], -1)
-    images = np.stack([np.ascontiguousarray(f.transpose(2, 0, 1)) for f in frames])
+    if pixels:
+        images = torch.from_numpy(np.stack([np.ascontiguousarray(f.transpose(2, 0, 1)) for f in frames]))
+    else:
+        images = blank_frames(len(frames), height, width)
     return {
-        "frames": torch.from_numpy(images),
+        "frames": images,
         "masks": torch.from_numpy(masks),
         "ids": torch.from_numpy(id_row),
         "classes": torch.from_numpy(classes),
         "present": torch.from_numpy(present),
         "frame_ids": torch.from_numpy(frame_ids),
     }
+
+
+def blank_frames(length: int, height: int, width: int, dtype: torch.dtype = torch.uint8) -> Tensor:
+    """(T, 3, H, W) zeros as a broadcast view of one element (stride 0: no memory per clip)."""
+    return torch.zeros((), dtype=dtype).expand(length, 3, height, width)
 
 
 def _blank(size) -> np.ndarray:
@@ -146,8 +157,11 @@ class _SeededDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def _finish(self, sample: dict) -> dict:
+        frames = sample["frames"]
         if self.to_float:
-            sample["frames"] = sample["frames"].float()
+            length, _, height, width = frames.shape
+            blank = not any(frames.stride())  # from blank_frames: stays a view
+            sample["frames"] = blank_frames(length, height, width, torch.float32) if blank else frames.float()
         return sample
 
 
@@ -191,7 +205,7 @@ class ClipDataset(_SeededDataset):
             masks = transform.masks(inst.masks)
             frames.append(transform.image(video.load_frame(t)) if self.with_frames else _blank(masks.shape[-2:]))
             instances.append(_transformed(inst, masks))
-        sample = assemble_clip(frames, instances, self.category_index)
+        sample = assemble_clip(frames, instances, self.category_index, pixels=self.with_frames)
         sample["frame_indices"] = torch.tensor(indices, dtype=torch.int64)
         sample["video_index"] = video_index
         return self._finish(sample)
