@@ -132,6 +132,10 @@ class SpillFolder:
             self.spills[name] = FrameSpill(self.path / f"{name}.bin", frame_shape, dtype)
         return self.spills[name]
 
+    def __getitem__(self, name: str) -> FrameSpill:
+        """The spill called ``name``, already created (KeyError otherwise)."""
+        return self.spills[name]
+
     def close(self) -> None:
         for spill in self.spills.values():
             spill.close()

@@ -74,6 +74,10 @@ class StoreFolder(Protocol):
         """The store called ``name``, created on first use; ``exact``: keep float32."""
         ...
 
+    def __getitem__(self, name: str) -> FrameStore:
+        """The store called ``name``, already created (KeyError otherwise)."""
+        ...
+
 
 class MemoryStore:
     """A :class:`FrameStore` of tensors, kept on the device they come from."""
@@ -108,6 +112,9 @@ class MemoryStores:
     def get(self, name: str, frame_shape: tuple[int, ...], exact: bool = False) -> MemoryStore:
         if name not in self.stores:
             self.stores[name] = MemoryStore(frame_shape)
+        return self.stores[name]
+
+    def __getitem__(self, name: str) -> MemoryStore:
         return self.stores[name]
 
 
@@ -156,7 +163,6 @@ class VideoRecord:
 
     def __init__(self, stores: StoreFolder, refine: bool) -> None:
         self.stores, self.refine = stores, refine
-        self.arrays: dict[str, FrameStore] = {}
         self.logit_sum: Tensor | None = None
         self.num_frames = 0
 
@@ -173,12 +179,7 @@ class VideoRecord:
         self.num_frames += out.logits.shape[1]
 
     def _append(self, name: str, frames: Tensor, exact: bool = False) -> None:
-        self._store(name, tuple(frames.shape[1:]), exact).append(frames)
-
-    def _store(self, name: str, frame_shape: tuple[int, ...], exact: bool = False) -> FrameStore:
-        if name not in self.arrays:
-            self.arrays[name] = self.stores.get(name, frame_shape, exact=exact)
-        return self.arrays[name]
+        self.stores.get(name, tuple(frames.shape[1:]), exact=exact).append(frames)
 
     @torch.no_grad()
     def analyse(
@@ -190,13 +191,13 @@ class VideoRecord:
         online_probs = F.softmax((self.logit_sum / self.num_frames).float(), dim=-1)  # (Q, K+1)
         sizes = (tuple(resized_size), tuple(output_size))
         if not self.refine:
-            return VideoAnalysis(online_probs, self.arrays["mask_logits"], self.num_frames, *sizes, config)
-        track_embeds = self.arrays["track_embeds"]
-        normed = self._store("refined_embeds", track_embeds.frame_shape, exact=True)
+            return VideoAnalysis(online_probs, self.stores["mask_logits"], self.num_frames, *sizes, config)
+        track_embeds = self.stores["track_embeds"]
+        normed = self.stores.get("refined_embeds", track_embeds.frame_shape, exact=True)
         clip_len = config.clip_len if config.mode == "semi-online" else self.num_frames
-        refined_probs = refine_clips(model, self.arrays["frame_embeds"], track_embeds, normed, clip_len)
+        refined_probs = refine_clips(model, self.stores["frame_embeds"], track_embeds, normed, clip_len)
         probs = combine_with_online(refined_probs, online_probs)
-        masks = RefinedMasks(model, normed, self.arrays["mask_features"], config.window_size)
+        masks = RefinedMasks(model, normed, self.stores["mask_features"], config.window_size)
         return VideoAnalysis(probs, masks, self.num_frames, *sizes, config)
 
 
