@@ -28,7 +28,7 @@ def test_jobs_chain_each_refiner_on_its_seeds_tracker(tmp_path):
     jobs = {job.key: job for job in ablations.build_jobs(plan)}
     assert len(jobs) == len(list(ablations.build_jobs(plan)))  # keys are unique
     trainings = [k for k in jobs if k.startswith("train/")]
-    assert len(trainings) == 3 * (len(ablations.TRACKERS) + len(ablations.REFINERS))
+    assert len(trainings) == 3 * len(ablations.VARIANTS)
     for seed in (0, 1, 2):
         for variant in ablations.REFINERS:
             job = jobs[f"train/{variant.name}/{seed}"]
@@ -36,6 +36,9 @@ def test_jobs_chain_each_refiner_on_its_seeds_tracker(tmp_path):
             assert f"init.model={plan.model_dir(ablations.TRACKERS[0], seed)}" in job.command
             assert f"seed={seed}" in job.command and "solver.max_iter=5" in job.command
             assert all(o in job.command for o in variant.overrides)
+        chained = jobs[f"train/match-noise-refiner/{seed}"]  # a refiner on another tracker variant
+        assert chained.needs == [f"train/match-noise/{seed}"]
+        assert f"init.model={plan.model_dir(ablations.BY_NAME['match-noise'], seed)}" in chained.command
         standard = jobs[f"train/standard-ca/{seed}"]
         assert f"init.model={plan.segmenter}" in standard.command and standard.needs == []
         assert "model.tracker.cross_attention=standard" in standard.command
@@ -52,7 +55,7 @@ def test_jobs_chain_each_refiner_on_its_seeds_tracker(tmp_path):
 def test_jobs_start_with_the_default_chain_and_keep_each_variants_seeds_together(tmp_path):
     plan = plan_at(tmp_path)
     trainings = [job.key for job in ablations.build_jobs(plan) if job.key.startswith("train/")]
-    assert sorted(ablations.PRIORITY) == sorted(v.name for v in (*ablations.TRACKERS, *ablations.REFINERS))
+    assert sorted(ablations.PRIORITY) == sorted(ablations.BY_NAME)
     assert trainings[:6] == [f"train/{name}/{seed}" for name in ("dvis", "refiner") for seed in (0, 1, 2)]
     names = [key.split("/")[1] for key in trainings]
     assert names == [name for name in ablations.PRIORITY for _ in range(3)]
@@ -174,6 +177,11 @@ def test_model_card_states_data_iterations_time_and_metrics(tmp_path):
     assert "segmenter 25 min (4000 iterations), tracker 6 min (2000 iterations)" in card
     assert "| online DVIS (tracker) | 20.0 |" in card and "| offline DVIS (tracker + refiner) | 30.0 |" in card
     assert "| n/a |" in card and "7.0 MB" in card and "2 videos" in card
+    assert "dvis train tracker   --config configs/synthetic/tracker.yaml\n" in card
+    noised = ablations.model_card(plan, results, {"segmenter": 25.2, "tracker": 6.0, "refiner": 11.4}, 7 * 2**20,
+                                  {"segmenter": segmenter, "tracker": stage, "refiner": stage},
+                                  ablations.BY_NAME["match-noise"].overrides)
+    assert "configs/synthetic/tracker.yaml model.tracker.match_noise=0.5\n" in noised
 
 
 def test_a_stored_tracker_is_restored_without_training(tmp_path):
@@ -191,7 +199,7 @@ def test_a_stored_tracker_is_restored_without_training(tmp_path):
     import shutil
 
     shutil.rmtree(source)
-    assert ablations.restore_trackers(plan) == [0]  # seed 1 has nothing stored
+    assert ablations.restore_trackers(plan) == [("dvis", 0)]  # seed 1 has nothing stored
     restored = load_pretrained(source)
     for part in ("segmenter", "tracker"):
         for name, tensor in getattr(trained, part).state_dict().items():
