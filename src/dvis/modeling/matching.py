@@ -30,10 +30,10 @@ MATCHING_MODES: tuple[str, ...] = ("paper", "dvis-release")
 
 
 def cosine_cost(reference: Tensor, current: Tensor) -> Tensor:
-    """reference (Q, C), current (Q', C) -> cost (Q, Q') = 1 - cosine, NaN replaced by 0."""
+    """reference (..., Q, C), current (..., Q', C) -> cost (..., Q, Q') = 1 - cosine, NaN replaced by 0."""
     reference = reference / (reference.norm(dim=-1, keepdim=True) + 1e-6)
     current = current / (current.norm(dim=-1, keepdim=True) + 1e-6)
-    cost = 1 - reference @ current.transpose(0, 1)
+    cost = 1 - reference @ current.transpose(-1, -2)
     return torch.nan_to_num(cost, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -78,14 +78,11 @@ def match_window(
     only the Hungarian chain runs on the host.
     """
     frames = frames.detach().float()
-    normed = frames / (frames.norm(dim=-1, keepdim=True) + 1e-6)
-    previous = normed[:, :-1]
-    if reference is not None:
-        ref = reference.detach().float()
-        previous = torch.cat([(ref / (ref.norm(dim=-1, keepdim=True) + 1e-6))[:, None], previous], dim=1)
-    current = normed if reference is not None else normed[:, 1:]
-    costs = torch.nan_to_num(1 - previous @ current.transpose(-1, -2), nan=0.0, posinf=0.0, neginf=0.0)
-    costs = costs.cpu().numpy()  # (B, T or T-1, Q, Q): the window's only host transfer
+    if reference is None:
+        previous, current = frames[:, :-1], frames[:, 1:]
+    else:
+        previous, current = torch.cat([reference.detach().float()[:, None], frames[:, :-1]], dim=1), frames
+    costs = cosine_cost(previous, current).cpu().numpy()  # (B, T or T-1, Q, Q): the only host transfer
     batch, length, queries = frames.shape[:3]
     orders = np.empty((batch, length, queries), dtype=np.int64)
     replaced = replaced or {}
