@@ -221,3 +221,20 @@ def test_evaluate_gives_the_segmenter_bounds(tmp_path, mode):
     result = ablations.evaluate(str(model), mode, 0, str(annotations), str(tmp_path / f"{mode}.json"))
     assert result["mode"] == mode and result["frames"] == 4
     assert all(result[key] is None or -1.0 <= result[key] <= 1.0 for key in ablations.METRICS)
+
+
+def test_model_card_adds_the_confirmation_split(tmp_path):
+    plan = plan_at(tmp_path)
+    plan.heldout.mkdir(parents=True)
+    (plan.heldout / "annotations.json").write_text(json.dumps({"videos": [{"id": 1}], "annotations": []}))
+    results = {label: {k: value for k in ablations.METRICS}
+               for label, value in (("minvis", 0.1), ("online", 0.2), ("offline", 0.3))}
+    stage = {"data": {"synthetic": {"videos": 200, "frames": 24, "seed": 0}, "augmentation": None},
+             "solver": {"max_iter": 2000}}
+    confirm = {"videos": 40, **{label: {k: value for k in ablations.METRICS}
+                                for label, value in (("minvis", 0.05), ("online", 0.07), ("offline", 0.09))}}
+    card = ablations.model_card(plan, results, {"segmenter": 1.0, "tracker": 1.0, "refiner": 1.0}, 2**20,
+                                {"segmenter": stage, "tracker": stage, "refiner": stage}, (), confirm)
+    assert f"(40 videos x 64 frames, heavy occlusion, seed {ablations.CONFIRM_SEED};" in card
+    assert "| online DVIS (tracker) | 20.0 |" in card and "| online DVIS (tracker) | 7.0 |" in card
+    assert card.index("| online DVIS (tracker) | 20.0 |") < card.index("| online DVIS (tracker) | 7.0 |")
