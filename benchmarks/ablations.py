@@ -555,9 +555,11 @@ def confirm_split(plan: Plan, tracker: Variant, refiner: Variant, videos: int) -
 
     seed = plan.seeds[0]
     results: dict = {"videos": len(load_json(split / "annotations.json")["videos"])}
-    for label, model, mode in (("minvis", plan.segmenter, "minvis"), ("online", plan.model_dir(tracker, seed), "online"),
-                               ("offline", plan.model_dir(refiner, seed), "offline")):
-        out = plan.results_dir / f"confirm-{tracker.name}-{label}.json"
+    for label, name, model in (("minvis", "minvis", plan.segmenter),
+                               ("online", tracker.name, plan.model_dir(tracker, seed)),
+                               ("offline", refiner.name, plan.model_dir(refiner, seed))):
+        mode = label
+        out = plan.results_dir / f"confirm-{name}-{label}.json"
         results[label] = json.loads(out.read_text()) if out.is_file() else \
             evaluate(str(model), mode, 0, str(split / "annotations.json"), str(out))
     return results
