@@ -11,8 +11,8 @@ another. Text size, outline width and label padding scale with the frame's short
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import colorsys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
