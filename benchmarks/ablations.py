@@ -546,21 +546,19 @@ def confirm_split(plan: Plan, tracker: Variant, refiner: Variant, videos: int) -
     """MinVIS / online / offline metrics of seed 0's chain on a fresh split (generated once under
     ``--work``, evaluations kept in the results folder as ``confirm-*.json``)."""
     from dvis.data.synthetic import generate
+    from dvis.data.ytvis import load_json
 
     split = plan.work / "confirm"
     if not (split / "annotations.json").is_file():
         generate(split, videos=videos, frames=64, seed=CONFIRM_SEED, height=128, width=128, objects=(2, 6),
                  occlusion="heavy")
-    from dvis.data.ytvis import load_json
-
     seed = plan.seeds[0]
     results: dict = {"videos": len(load_json(split / "annotations.json")["videos"])}
-    for label, name, model in (("minvis", "minvis", plan.segmenter),
-                               ("online", tracker.name, plan.model_dir(tracker, seed)),
-                               ("offline", refiner.name, plan.model_dir(refiner, seed))):
-        mode = label
-        out = plan.results_dir / f"confirm-{name}-{label}.json"
-        results[label] = json.loads(out.read_text()) if out.is_file() else \
+    for mode, name, model in (("minvis", "minvis", plan.segmenter),
+                              ("online", tracker.name, plan.model_dir(tracker, seed)),
+                              ("offline", refiner.name, plan.model_dir(refiner, seed))):
+        out = plan.results_dir / f"confirm-{name}-{mode}.json"
+        results[mode] = json.loads(out.read_text()) if out.is_file() else \
             evaluate(str(model), mode, 0, str(split / "annotations.json"), str(out))
     return results
 
