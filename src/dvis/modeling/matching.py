@@ -42,8 +42,7 @@ def match_queries(reference: Tensor, current: Tensor, matching: Matching = "pape
 
     Returns a (Q,) int64 tensor ``order`` such that ``current[order]`` is the reordered frame.
     """
-    cost = cosine_cost(reference.detach().float(), current.detach().float()).cpu().numpy()
-    return torch.from_numpy(solve(cost, matching)).to(current.device)
+    return match_window(reference[None], current[None, None], matching)[0, 0]
 
 
 def solve(cost: np.ndarray, matching: Matching) -> np.ndarray:
