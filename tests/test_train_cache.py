@@ -5,12 +5,14 @@ and NaN losses stop training with a clear error."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from test_train_common import make_config, one_thread, saved_model, synthetic_root, trained_params  # noqa: F401
 
 from dvis.errors import ConfigError, DataError
+from dvis.training.cache import fingerprint
 from dvis.training.loop import NonFiniteLossError, Trainer
 
 
@@ -49,6 +51,27 @@ def test_cache_is_built_once_and_rebuilt_for_another_segmenter(tmp_path, synthet
     Trainer(make_config("tracker", synthetic_root, tmp_path / "b", other, cache={"enabled": "on", "dir": str(cache_dir)}),
             "tracker", progress=False)
     assert [f.stat().st_mtime_ns for f in files] != stamps  # a different segmenter invalidates the cache
+
+
+def test_cache_key_follows_the_data_not_its_folder_or_timestamps(tmp_path, synthetic_root):
+    """The same videos in another folder (a worktree, a copy) reuse the cache; a changed frame does not."""
+    segmenter = torch.nn.Linear(2, 2)
+
+    def key(root):
+        return fingerprint(segmenter, [root / "annotations.json"], "float16", [root / "JPEGImages"])
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_root, copy)  # new path, new modification times
+    assert key(copy) == key(synthetic_root)
+    frame = sorted((copy / "JPEGImages").rglob("*.jpg"))[5]
+    content = bytearray(frame.read_bytes())
+    content[-3] ^= 0xFF  # same size, other pixels
+    frame.write_bytes(bytes(content))
+    assert key(copy) != key(synthetic_root)
+    frame.write_bytes(synthetic_root.joinpath(frame.relative_to(copy)).read_bytes())
+    assert key(copy) == key(synthetic_root)
+    (copy / "annotations.json").write_text((copy / "annotations.json").read_text() + " ")
+    assert key(copy) != key(synthetic_root)
 
 
 def test_float16_cache_is_close_and_auto_follows_augmentation(tmp_path, synthetic_root):

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from dvis.errors import DataError, OutputWriteError
 
-__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json", "make_dir_beside",
+__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json", "feed_file_sample", "make_dir_beside",
            "name_problem", "new_temp_file", "read_json", "refuse_url", "relative_path_problem", "shorten",
            "write_error", "writing"]
 
@@ -197,3 +197,22 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
                         f"{sys.getrecursionlimit()} levels deep)") from None
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, integers over 4300 digits
         raise DataError(f"{label} is not valid JSON: {err}") from None
+
+
+SAMPLE_BYTES = 64 * 1024
+
+
+def feed_file_sample(path: Path, digest) -> int:
+    """Feeds ``digest`` the file's content (or its first and last SAMPLE_BYTES); returns its size
+    (-1 for a file that cannot be read). Identifies frames and video files cheaply, without
+    modification times, so that copies of the same inputs agree."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(handle.read(SAMPLE_BYTES))
+            if size > SAMPLE_BYTES:
+                handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+                digest.update(handle.read(SAMPLE_BYTES))
+    except OSError:
+        return -1  # a missing frame changes the fingerprint; opening the video says why
+    return size

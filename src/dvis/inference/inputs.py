@@ -22,7 +22,7 @@ import numpy as np
 
 from dvis.data.video import IMAGE_EXTENSIONS, ImageSequence, VideoSource, frame_folder_paths, natural_key, open_video
 from dvis.errors import DataError, InputError
-from dvis.fileio import name_problem, refuse_url, shorten
+from dvis.fileio import feed_file_sample, name_problem, refuse_url, shorten
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -55,7 +55,7 @@ class VideoJob:
         files = self.files()
         digest = hashlib.sha256()
         for path in files:
-            digest.update(f"{path.name}\0{_file_sample(path, digest)}\n".encode("utf-8", "surrogateescape"))
+            digest.update(f"{path.name}\0{feed_file_sample(path, digest)}\n".encode("utf-8", "surrogateescape"))
         return {"files": len(files), "sha256": digest.hexdigest()}
 
     def frame_names(self, source: VideoSource, num_frames: int) -> list[str]:
@@ -64,23 +64,6 @@ class VideoJob:
         if paths is not None and len(paths) >= num_frames:
             return [Path(p).stem for p in paths[:num_frames]]
         return [f"{t:05d}" for t in range(num_frames)]
-
-
-SAMPLE_BYTES = 64 * 1024
-
-
-def _file_sample(path: Path, digest) -> int:
-    """Feeds ``digest`` the file's content (or its first and last SAMPLE_BYTES); returns its size."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest.update(handle.read(SAMPLE_BYTES))
-            if size > SAMPLE_BYTES:
-                handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
-                digest.update(handle.read(SAMPLE_BYTES))
-    except OSError:
-        return -1  # a missing frame changes the fingerprint; opening the video says why
-    return size
 
 
 class UntilUnreadable(VideoSource):

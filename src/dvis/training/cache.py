@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from dvis.errors import DataError
-from dvis.fileio import atomic_write, writing
+from dvis.fileio import atomic_write, feed_file_sample, writing
 from dvis.modeling.io import save_safetensors
 
 FIELDS = ("pred_embds", "pred_logits", "mask_features", "pred_masks")
@@ -38,15 +38,26 @@ LOW_PRECISION = ("mask_features", "pred_masks")
 CACHE_VERSION = 1
 
 
-def fingerprint(segmenter: torch.nn.Module, dataset_files: list[Path], dtype: str) -> str:
-    """sha256 over the segmenter's weights, the dataset files' names/sizes/mtimes and the dtype."""
+def fingerprint(segmenter: torch.nn.Module, dataset_files: list[Path], dtype: str,
+                image_roots: list[Path] = ()) -> str:
+    """sha256 over the segmenter's weights, the dataset files' contents, the files under
+    ``image_roots`` (the frames: relative name, size and content, see :func:`feed_file_sample`) and
+    the dtype.
+
+    Independent of where the dataset lies and of its timestamps, so that the same data in another
+    folder (a git worktree, a copy, the same synthetic pool generated again) reuses the cache.
+    """
     digest = hashlib.sha256(f"v{CACHE_VERSION}:{dtype}".encode())
     for name, tensor in sorted(segmenter.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     for path in dataset_files:
-        stat = Path(path).stat()
-        digest.update(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    for root in image_roots:
+        for frame in sorted(Path(root).rglob("*")):
+            if frame.is_file():
+                size = feed_file_sample(frame, digest)
+                digest.update(f"{frame.relative_to(root).as_posix()}\0{size}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -216,7 +216,8 @@ class Trainer:
         cache_cfg = self.config.cache
         directory = Path(cache_cfg.dir) if cache_cfg.dir else self.output_dir / "segmenter_cache"
         files = [Path(getattr(self.videos, "ann_json", None) or getattr(self.videos, "panoptic_json"))]
-        key = fingerprint(self.model.segmenter, files, cache_cfg.dtype)
+        roots = [Path(root) for root in (getattr(self.videos, "image_root", None),) if root is not None]
+        key = fingerprint(self.model.segmenter, files, cache_cfg.dtype, roots)
         cache = SegmenterCache(directory, key, cache_cfg.dtype)
         if self.dist.is_main:
             cache.prepare()
