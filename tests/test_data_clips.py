@@ -165,6 +165,8 @@ def test_a_clip_without_objects_has_empty_targets():
     assert tuple(sample["masks"].shape) == (3, 0, 8, 10)
     assert tuple(sample["present"].shape) == (3, 0) and tuple(sample["frame_ids"].shape) == (3, 0)
     assert sample["classes"].numel() == 0 and tuple(sample["frames"].shape) == (3, 3, 8, 10)
+    blank = assemble_clip(None, [empty] * 3, {1: 0})  # no pixels: the size comes from the masks
+    assert tuple(blank["frames"].shape) == (3, 3, 8, 10) and blank["frames"].stride() == (0, 0, 0, 0)
 
 
 def test_clips_without_frames_have_the_same_targets_and_zero_frames_of_the_right_size(tmp_path):

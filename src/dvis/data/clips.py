@@ -87,16 +87,16 @@ class VideoLike(Protocol):
 
 
 def assemble_clip(
-    frames: Sequence[np.ndarray], instances: Sequence[FrameInstances], category_index: dict[int, int],
-    pixels: bool = True,
+    frames: Sequence[np.ndarray] | None, instances: Sequence[FrameInstances], category_index: dict[int, int],
 ) -> dict:
     """Stacks transformed frames (h, w, 3) and per-frame instances into the sample layout.
-    Crowd instances are left out; instance columns are ordered by id. ``pixels=False``: the
-    frames only give the size, and ``frames`` is a zero tensor of that shape taking no memory."""
+    Crowd instances are left out; instance columns are ordered by id. ``frames=None`` (no pixels,
+    the segmenter's outputs come from a cache): ``frames`` is a zero tensor of the masks' size
+    taking no memory (:func:`blank_frames`)."""
     ids = sorted({int(i) for inst in instances for i, c in zip(inst.ids, inst.iscrowd) if not c})
     column = {instance_id: n for n, instance_id in enumerate(ids)}
-    height, width = frames[0].shape[:2]
-    masks = np.zeros((len(frames), len(ids), height, width), bool)
+    length, (height, width) = len(instances), instances[0].masks.shape[-2:]
+    masks = np.zeros((length, len(ids), height, width), bool)
     classes = np.full(len(ids), -1, np.int64)
     for t, inst in enumerate(instances):
         for k, instance_id in enumerate(inst.ids):
@@ -105,13 +105,13 @@ def assemble_clip(
             n = column[int(instance_id)]
             masks[t, n] = inst.masks[k]
             classes[n] = category_index[int(inst.category_ids[k])]
-    present = masks.reshape(len(frames), len(ids), height * width).any(-1)  # (T, N); N may be 0
+    present = masks.reshape(length, len(ids), height * width).any(-1)  # (T, N); N may be 0
     id_row = np.array(ids, np.int64)
     frame_ids = np.where(present, id_row[None, :], -1)
-    if pixels:
-        images = torch.from_numpy(np.stack([np.ascontiguousarray(f.transpose(2, 0, 1)) for f in frames]))
+    if frames is None:
+        images = blank_frames(length, height, width)
     else:
-        images = blank_frames(len(frames), height, width)
+        images = torch.from_numpy(np.stack([np.ascontiguousarray(f.transpose(2, 0, 1)) for f in frames]))
     return {
         "frames": images,
         "masks": torch.from_numpy(masks),
@@ -125,11 +125,6 @@ def assemble_clip(
 def blank_frames(length: int, height: int, width: int, dtype: torch.dtype = torch.uint8) -> Tensor:
     """(T, 3, H, W) zeros as a broadcast view of one element (stride 0: no memory per clip)."""
     return torch.zeros((), dtype=dtype).expand(length, 3, height, width)
-
-
-def _blank(size) -> np.ndarray:
-    """A zero (h, w, 3) uint8 frame (a broadcast view of one byte)."""
-    return np.broadcast_to(np.zeros(1, np.uint8), (*size, 3))
 
 
 def _transformed(inst: FrameInstances, masks: np.ndarray) -> FrameInstances:
@@ -156,12 +151,12 @@ class _SeededDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def _finish(self, sample: dict) -> dict:
-        frames = sample["frames"]
+    def _finish(self, sample: dict, pixels: bool = True) -> dict:
         if self.to_float:
+            frames = sample["frames"]
             length, _, height, width = frames.shape
-            blank = not any(frames.stride())  # from blank_frames: stays a view
-            sample["frames"] = blank_frames(length, height, width, torch.float32) if blank else frames.float()
+            # blank frames stay a view (.float() would materialise them)
+            sample["frames"] = frames.float() if pixels else blank_frames(length, height, width, torch.float32)
         return sample
 
 
@@ -199,16 +194,12 @@ class ClipDataset(_SeededDataset):
         video = self.dataset[video_index]
         indices = sample_frame_indices(video.length, self.num_frames, self.frame_range, rng, self.reverse)
         transform = self._transform(video, rng)
-        frames, instances = [], []
-        for t in indices:
-            inst = video.frame_instances(t)
-            masks = transform.masks(inst.masks)
-            frames.append(transform.image(video.load_frame(t)) if self.with_frames else _blank(masks.shape[-2:]))
-            instances.append(_transformed(inst, masks))
-        sample = assemble_clip(frames, instances, self.category_index, pixels=self.with_frames)
+        instances = [_transformed(inst, transform.masks(inst.masks)) for inst in map(video.frame_instances, indices)]
+        frames = [transform.image(video.load_frame(t)) for t in indices] if self.with_frames else None
+        sample = assemble_clip(frames, instances, self.category_index)
         sample["frame_indices"] = torch.tensor(indices, dtype=torch.int64)
         sample["video_index"] = video_index
-        return self._finish(sample)
+        return self._finish(sample, pixels=self.with_frames)
 
     def _transform(self, video, rng: np.random.Generator) -> ClipTransform:
         if self.augmentation is None:
