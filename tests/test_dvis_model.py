@@ -51,6 +51,38 @@ def test_window_size_does_not_change_results(model, frames, mode):
         assert_same_instances(model([frames], mode=mode, window_size=window)[0], reference)
 
 
+@pytest.mark.parametrize("mode", ["online", "offline", "minvis"])
+def test_overlapped_matching_gives_the_same_pass_1_and_solves_while_the_next_window_segments(model, frames, mode,
+                                                                                              monkeypatch):
+    """track_windows(overlap=True) (the CUDA default) queues window k+1's segmenter before solving
+    window k's Hungarian chain; every stored array and logit sum equals the sequential order's."""
+    from dataclasses import replace
+
+    import dvis.modeling.pipeline as pipeline
+
+    config = replace(model.config.inference, mode=mode, window_size=3)
+    pixel_values, _ = model.preprocess([frames, frames.flip(-1)])
+    events = []
+    segment, orders = model.segment, pipeline.PendingMatch.orders
+    monkeypatch.setattr(model, "segment", lambda *a: events.append("segment") or segment(*a))
+    monkeypatch.setattr(pipeline.PendingMatch, "orders", lambda self, *a: events.append("solve") or orders(self, *a))
+    runs = {}
+    for overlap in (False, True):
+        events.clear()
+        windows = (pixel_values[:, s:s + 3] for s in range(0, pixel_values.shape[1], 3))
+        stores = [pipeline.MemoryStores() for _ in range(2)]
+        runs[overlap] = pipeline.track_windows(model, windows, config, stores, overlap=overlap), list(events)
+    windows = -(-pixel_values.shape[1] // 3)
+    assert windows >= 3
+    assert runs[False][1] == ["segment", "solve"] * windows
+    assert runs[True][1] == ["segment"] + ["segment", "solve"] * (windows - 1) + ["solve"]
+    for sequential, overlapped in zip(runs[False][0], runs[True][0]):
+        assert torch.equal(sequential.logit_sum, overlapped.logit_sum)
+        assert sequential.stores.stores.keys() == overlapped.stores.stores.keys()
+        for name, store in sequential.stores.stores.items():
+            assert torch.equal(store.read(0, store.num_frames), overlapped.stores[name].read(0, store.num_frames)), name
+
+
 def test_batch_of_videos_equals_one_video_at_a_time(model, frames):
     other = frames.flip(-1).roll(1, dims=0)
     for mode in ("online", "offline"):

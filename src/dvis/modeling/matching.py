@@ -56,6 +56,62 @@ def solve(cost: np.ndarray, matching: Matching) -> np.ndarray:
     return np.asarray(order, dtype=np.int64)
 
 
+class PendingMatch:
+    """A window's matching costs on their way to the host: the first half of :func:`match_window`.
+
+    Created right after the window's segmenter call, it computes all cosines of the window on the
+    device and, on CUDA, starts their copy into pinned host memory without waiting for it.
+    :meth:`orders` then waits for that copy and runs the Hungarian chain on the host. In between
+    the caller can queue more device work (the next window's segmenter, see
+    :func:`dvis.modeling.pipeline.track_windows`), which then runs while the host solves.
+
+    reference: (B, Q, C) the reordered last frame before the window, or None when the window
+        starts the videos (then frame 0 keeps its own order).
+    frames:    (B, T, Q, C) the window's segmenter queries.
+    """
+
+    def __init__(self, reference: Tensor | None, frames: Tensor) -> None:
+        frames = frames.detach().float()
+        self.shape, self.device, self.starts = tuple(frames.shape[:3]), frames.device, reference is None
+        if reference is None:
+            previous, current = frames[:, :-1], frames[:, 1:]
+        else:
+            previous, current = torch.cat([reference.detach().float()[:, None], frames[:, :-1]], dim=1), frames
+        costs = cosine_cost(previous, current)  # (B, T or T-1, Q, Q)
+        self._ready = None
+        if costs.device.type == "cuda":
+            self._costs = torch.empty(costs.shape, dtype=costs.dtype, pin_memory=True)
+            self._costs.copy_(costs, non_blocking=True)  # the only host transfer
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._costs = costs.cpu()
+
+    def orders(self, matching: Matching = "paper", replaced: Mapping[tuple[int, int], Tensor] | None = None) -> Tensor:
+        """Slot orders (B, T, Q) int64 on the frames' device: ``frames[b, t, orders[b, t]]`` is the
+        reordered frame. ``replaced``: {(b, t): order} used instead of frame t's matching in video b
+        (training noise); later frames are matched to that order, as if the matching had returned it."""
+        if self._ready is not None:
+            self._ready.synchronize()
+        costs = self._costs.numpy()
+        batch, length, queries = self.shape
+        orders = np.empty((batch, length, queries), dtype=np.int64)
+        replaced = replaced or {}
+        start = 1 if self.starts else 0
+        for b in range(batch):
+            rows = np.arange(queries)  # the previous frame's order (the reference is already reordered)
+            if self.starts:
+                orders[b, 0] = rows
+            for t in range(start, length):
+                order = replaced.get((b, t))
+                rows = solve(costs[b, t - start][rows], matching) if order is None else order.cpu().numpy()
+                orders[b, t] = rows
+        host = torch.from_numpy(orders)
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+
 def match_window(
     reference: Tensor | None,
     frames: Tensor,
@@ -64,11 +120,7 @@ def match_window(
 ) -> Tensor:
     """Slot orders of a whole window with one device-to-host transfer (not one per frame).
 
-    reference: (B, Q, C) the reordered last frame before the window, or None when the window
-        starts the videos (then frame 0 keeps its own order).
-    frames:    (B, T, Q, C) the window's segmenter queries.
-    replaced:  {(b, t): order} used instead of frame t's matching in video b (training noise);
-        later frames are matched to that order, as if the matching had returned it.
+    reference (B, Q, C) or None, frames (B, T, Q, C), ``replaced``: see :class:`PendingMatch`.
     Returns orders (B, T, Q) int64 on ``frames.device``: ``frames[b, t, orders[b, t]]`` is the
     reordered frame, exactly :func:`match_queries` applied frame after frame.
 
@@ -76,27 +128,7 @@ def match_window(
     the rows taken in frame t-1's order: all cosines are one batched product on the device, and
     only the Hungarian chain runs on the host.
     """
-    frames = frames.detach().float()
-    if reference is None:
-        previous, current = frames[:, :-1], frames[:, 1:]
-    else:
-        previous, current = torch.cat([reference.detach().float()[:, None], frames[:, :-1]], dim=1), frames
-    costs = cosine_cost(previous, current).cpu().numpy()  # (B, T or T-1, Q, Q): the only host transfer
-    batch, length, queries = frames.shape[:3]
-    orders = np.empty((batch, length, queries), dtype=np.int64)
-    replaced = replaced or {}
-    for b in range(batch):
-        rows = np.arange(queries)  # the previous frame's order (the reference is already reordered)
-        start = 0
-        if reference is None:
-            orders[b, 0] = rows
-            start = 1
-        for t in range(start, length):
-            cost = costs[b, t - start][rows]
-            order = replaced.get((b, t))
-            rows = solve(cost, matching) if order is None else order.cpu().numpy()
-            orders[b, t] = rows
-    return torch.from_numpy(orders).to(frames.device)
+    return PendingMatch(reference, frames).orders(matching, replaced)
 
 
 def reorder(queries: Tensor, order: Tensor) -> Tensor:

@@ -43,9 +43,11 @@ def minvis_match(
     masks: Tensor | None,
     state: MinVISState | None,
     matching: Matching = "paper",
+    orders: Tensor | None = None,
 ) -> tuple[MinVISOutput, MinVISState]:
-    """embeds (B, T, Q, C), logits (B, T, Q, K+1), masks (B, T, Q, h, w) -> reordered outputs."""
-    order = match_window(None if state is None else state.reference, embeds, matching)  # (B, T, Q)
+    """embeds (B, T, Q, C), logits (B, T, Q, K+1), masks (B, T, Q, h, w) -> reordered outputs.
+    ``orders`` (B, T, Q): the window's slot orders if already matched (as in the tracker)."""
+    order = orders if orders is not None else match_window(None if state is None else state.reference, embeds, matching)
     last = reorder(embeds[:, -1], order[:, -1])
     state = MinVISState(last, (0 if state is None else state.num_frames) + embeds.shape[1])
 

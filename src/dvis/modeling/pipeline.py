@@ -33,6 +33,7 @@ from torch import Tensor
 
 from dvis.errors import DataError, InputError
 from dvis.modeling.layers import mask_logits
+from dvis.modeling.matching import PendingMatch
 from dvis.modeling.minvis import MinVISState, minvis_match
 from dvis.modeling.postprocess import (
     FRAME_CHUNK,
@@ -133,6 +134,9 @@ class WindowOutput:
     mask_features: Tensor
 
 
+Segmented = tuple[Tensor, Tensor, Tensor, Tensor]  # model.segment's embeds, features, logits, masks
+
+
 @torch.no_grad()
 def step_window(
     model: DVIS,
@@ -149,11 +153,25 @@ def step_window(
     (MinVIS: reordered segmenter) mask logits; False where the refiner's masks replace them.
     ``precision``: the segmenter's (see :meth:`DVIS.segment`).
     """
-    embeds, features, seg_logits, seg_masks = model.segment(pixel_values, precision)
+    segmented = model.segment(pixel_values, precision)
+    return track_segmented(model, segmented, start_matching(segmented, state), mode, state, with_masks)
+
+
+def start_matching(segmented: Segmented, state: TrackState) -> PendingMatch:
+    """The window's matching costs, on their way to the host (see :class:`PendingMatch`)."""
+    return PendingMatch(None if state is None else state.reference, segmented[0])
+
+
+def track_segmented(
+    model: DVIS, segmented: Segmented, match: PendingMatch, mode: str, state: TrackState, with_masks: bool = True
+) -> tuple[WindowOutput, TrackState]:
+    """Second half of :func:`step_window`: solve the window's matching, then the tracker (or MinVIS)."""
+    embeds, features, seg_logits, seg_masks = segmented
+    orders = match.orders(model.matching)
     if mode == "minvis":
-        out, state = minvis_match(embeds, seg_logits, seg_masks if with_masks else None, state, model.matching)
+        out, state = minvis_match(embeds, seg_logits, seg_masks if with_masks else None, state, model.matching, orders)
     else:
-        out, state = model.tracker(embeds, features if with_masks else None, state)
+        out, state = model.tracker(embeds, features if with_masks else None, state, orders=orders)
     return WindowOutput(out.pred_logits, out.pred_masks, embeds, out.pred_embds, features), state
 
 
@@ -203,22 +221,42 @@ class VideoRecord:
 
 @torch.no_grad()
 def track_windows(
-    model: DVIS, windows: Iterable[Tensor], config: InferenceConfig, stores: Sequence[StoreFolder]
+    model: DVIS, windows: Iterable[Tensor], config: InferenceConfig, stores: Sequence[StoreFolder],
+    overlap: bool | None = None,
 ) -> list[VideoRecord]:
     """Pass 1 over consecutive windows of pixel values (B, t, 3, H, W) of B = ``len(stores)`` videos.
 
     Refined modes keep the refiner's inputs and compute no tracker masks; returns one
     :class:`VideoRecord` per video (call :meth:`VideoRecord.analyse` for the refiner and pass 2).
+
+    ``overlap`` (default: on a CUDA device): queue window k+1's segmenter before solving window k's
+    matching on the host, so that the Hungarian chain runs while the device segments; the
+    segmenter outputs of two windows are then held at once. The results are the same either way.
     """
     refine = config.mode in REFINED_MODES
     records = [VideoRecord(folder, refine) for folder in stores]
+    if overlap is None:
+        overlap = next(model.parameters()).device.type == "cuda"
     state: TrackState = None
+    previous: tuple[Segmented, PendingMatch] | None = None  # segmented, its matching not yet solved
+
+    def finish(previous: tuple[Segmented, PendingMatch], state: TrackState) -> TrackState:
+        out, state = track_segmented(model, *previous, config.mode, state, not refine)
+        for index, record in enumerate(records):
+            record.add(out, index)  # spills copy to the host: a sync, after the matching is solved
+        return state
+
     for pixel_values in windows:
         if pixel_values.shape[0] != len(records):
             raise InputError(f"a window holds {pixel_values.shape[0]} videos, expected {len(records)}")
-        out, state = step_window(model, pixel_values, config.mode, state, not refine, config.precision)
-        for index, record in enumerate(records):
-            record.add(out, index)
+        if previous is not None and not overlap:
+            state, previous = finish(previous, state), None
+        segmented = model.segment(pixel_values, config.precision)  # on CUDA queued, not waited for
+        if previous is not None:
+            state = finish(previous, state)  # its Hungarian runs on the host while the device segments
+        previous = segmented, start_matching(segmented, state)
+    if previous is not None:
+        finish(previous, state)
     return records
 
 

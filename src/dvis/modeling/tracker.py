@@ -211,6 +211,7 @@ class ReferringTracker(nn.Module):
         mask_features: Tensor | None = None,
         state: TrackerState | None = None,
         return_aux: bool = False,
+        orders: Tensor | None = None,
     ) -> tuple[TrackerOutput, TrackerState]:
         """Track a window of frames.
 
@@ -218,6 +219,9 @@ class ReferringTracker(nn.Module):
         mask_features: (B, T, C_mask, H, W) or None (then no masks are computed).
         state:         None to start new videos, or the state returned by the previous window.
         return_aux:    also return every earlier block's logits (and masks) for deep supervision.
+        orders:        (B, T, Q) the window's slot orders if already matched (``PendingMatch(
+                       state.reference, frame_embeds).orders(matching)``, as the inference pipeline
+                       does to solve them while the device works); None: matched here.
         """
         check_embeds("frame_embeds", frame_embeds, self.config.hidden_dim)
         if mask_features is not None:
@@ -227,9 +231,12 @@ class ReferringTracker(nn.Module):
                 f"tracker state is for (B, Q, C) = {tuple(state.last_output.shape)} but this window "
                 f"has {tuple(frame_embeds[:, 0].shape)}; pass state=None to start new videos"
             )
-        start = 0 if state is not None else 1  # a video's first frame keeps its order
-        orders = match_window(None if state is None else state.reference, frame_embeds, self.config.matching,
-                              self._noise(frame_embeds.shape, start))
+        if orders is None:
+            start = 0 if state is not None else 1  # a video's first frame keeps its order
+            orders = match_window(None if state is None else state.reference, frame_embeds, self.config.matching,
+                                  self._noise(frame_embeds.shape, start))
+        elif tuple(orders.shape) != tuple(frame_embeds.shape[:3]):
+            raise InputError(f"orders must be (B, T, Q) = {tuple(frame_embeds.shape[:3])}, got {tuple(orders.shape)}")
         blocks_per_frame = []
         for t in range(frame_embeds.shape[1]):
             frame = frame_embeds[:, t]
