@@ -8,7 +8,7 @@ alternates fp32 and bf16 calls on the same input ``--repeats`` times after one w
 and prints the medians and their ratio (on a shared machine only the ratio means anything).
 ``--profile`` prints the top operators of one call per path (torch.profiler, CPU time).
 ``--compile`` also times the bf16 path with ``Mask2FormerSegmenter.compiled`` (``torch.compile``
-with inductor's freezing, as ``dvis segment --compile``): the first call (compile time) and the
+of transformers' network, as ``dvis segment --compile``): the first call (compile time) and the
 steady state.
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
             for name in calls:
                 profile(model, pixel_values, name)
         if args.compile:
-            model.compiled = True  # the product's path (dvis segment --compile): inductor with freezing
+            model.compiled = True  # the product's path (dvis segment --compile)
             first = timed(calls["bf16"])
             steady = statistics.median(timed(calls["bf16"]) for _ in range(args.repeats))
             model.compiled = False

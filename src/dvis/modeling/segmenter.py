@@ -321,39 +321,18 @@ class Mask2FormerSegmenter(nn.Module):
     def compiled(self) -> bool:
         """Whether forward passes run transformers' network through ``torch.compile`` (inductor).
         The first call of each input shape compiles (tens of seconds on a CPU); it pays off on long
-        videos (docs/model.md). Works with either precision; the state dict is unchanged.
-
-        Calls without gradients compile with inductor's *freezing*: the weights become constants
-        of the compiled code, pre-cast and pre-packed once (the bf16 path no longer casts every
-        weight on every call). Weights changed in place or replaced afterwards (``load_state_dict``,
-        an optimiser step) are noticed at the next call, by their tensors' version counters, and
-        the network is compiled again."""
+        videos (docs/model.md). Works with either precision; the weights stay shared and the
+        state dict unchanged."""
         return self.__dict__.get("_compiled_network") is not None
 
     @compiled.setter
     def compiled(self, enabled: bool) -> None:
         network = torch.compile(self.mask2former) if enabled else None
         self.__dict__["_compiled_network"] = network  # not a submodule: no second set of state-dict keys
-        self.__dict__["_compiled_weights"] = self._weights_version() if enabled else None
 
-    def _weights_version(self) -> tuple:
-        """Identity and in-place version of every parameter and buffer: changes when a weight does."""
-        tensors = [*self.mask2former.parameters(), *self.mask2former.buffers()]
-        return tuple((id(t), t._version) for t in tensors)
-
-    @contextlib.contextmanager
-    def _network(self) -> Iterator[nn.Module]:
+    def _network(self) -> nn.Module:
         compiled = self.__dict__.get("_compiled_network")
-        if compiled is None:
-            yield self.mask2former
-            return
-        if self._weights_version() != self.__dict__["_compiled_weights"]:
-            self.compiled = True  # the frozen constants are stale: compile again with the new weights
-            compiled = self.__dict__["_compiled_network"]
-        from torch._inductor import config as inductor_config
-
-        with inductor_config.patch(freezing=not torch.is_grad_enabled()):  # read when a call compiles
-            yield compiled
+        return self.mask2former if compiled is None else compiled
 
     # --------------------------------------------------------------------------------- structure
     @property
@@ -433,8 +412,7 @@ class Mask2FormerSegmenter(nn.Module):
         return as_float32(out)
 
     def _forward(self, pixel_values: Tensor, return_aux: bool) -> SegmenterOutput:
-        with self._network() as network:
-            out = network(pixel_values=pixel_values, output_auxiliary_logits=return_aux, return_dict=True)
+        out = self._network()(pixel_values=pixel_values, output_auxiliary_logits=return_aux, return_dict=True)
         aux = None
         if return_aux:
             aux = [{"pred_logits": a["class_queries_logits"], "pred_masks": a["masks_queries_logits"]}
