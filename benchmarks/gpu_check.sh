@@ -11,10 +11,12 @@ status=0
 step() { echo; echo "=== $1"; shift; "$@" || { echo "!!! failed (exit $?): $*"; status=1; }; }
 
 step "device" "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0), torch.__version__)" || exit 1
-# 1. goldens on CUDA (fp32, TF32 off) and the bf16 fast path's deviation there (~2 min)
+# 1. goldens on CUDA (fp32, TF32 off), the bf16 fast path's deviation there, and the matching solved
+#    while the next window segments (pinned copies, events) equal to the sequential order (~2 min)
 step "goldens on cuda" env DVIS_TEST_DEVICE=cuda timeout 180 "$PY" -m pytest -q -p gpu_plugin -p no:cacheprovider \
     tests/test_segmenter.py tests/test_tracker_refiner_golden.py tests/test_e2e_golden.py \
-    tests/test_fast_path.py -k "golden or bf16 or per_level or fast_attention or unchanged" -s
+    tests/test_fast_path.py tests/test_dvis_model.py \
+    -k "golden or bf16 or per_level or fast_attention or unchanged or overlapped" -s
 # 2. segmenter s/frame, fp32 vs bf16, R50 and Swin-L at 480x640, 4 frames per call (~1.5 min)
 step "segmenter r50" timeout 90 "$PY" benchmarks/segmenter_speed.py --device cuda --frames 4 --repeats 5
 step "segmenter swin-l" timeout 120 "$PY" benchmarks/segmenter_speed.py --device cuda --backbone swin-l --frames 4 --repeats 5

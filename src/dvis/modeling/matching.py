@@ -80,7 +80,7 @@ class PendingMatch:
         costs = cosine_cost(previous, current)  # (B, T or T-1, Q, Q)
         self._ready = None
         if costs.device.type == "cuda":
-            self._costs = torch.empty(costs.shape, dtype=costs.dtype, pin_memory=True)
+            self._costs = torch.empty(costs.shape, dtype=costs.dtype, device="cpu", pin_memory=True)
             self._costs.copy_(costs, non_blocking=True)  # the only host transfer
             self._ready = torch.cuda.Event()
             self._ready.record()
