@@ -64,12 +64,13 @@ def test_cache_key_follows_the_data_not_its_folder_or_timestamps(tmp_path, synth
     shutil.copytree(synthetic_root, copy)  # new path, new modification times
     assert key(copy) == key(synthetic_root)
     frame = sorted((copy / "JPEGImages").rglob("*.jpg"))[5]
-    content = bytearray(frame.read_bytes())
-    content[-3] ^= 0xFF  # same size, other pixels
-    frame.write_bytes(bytes(content))
+    frame.write_bytes(frame.read_bytes() + b"\0")  # another encoding of the frame: another size
     assert key(copy) != key(synthetic_root)
     frame.write_bytes(synthetic_root.joinpath(frame.relative_to(copy)).read_bytes())
     assert key(copy) == key(synthetic_root)
+    frame.rename(frame.with_name("renamed.jpg"))
+    assert key(copy) != key(synthetic_root)
+    frame.with_name("renamed.jpg").rename(frame)
     (copy / "annotations.json").write_text((copy / "annotations.json").read_text() + " ")
     assert key(copy) != key(synthetic_root)
 

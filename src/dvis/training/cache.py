@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from dvis.errors import DataError
-from dvis.fileio import atomic_write, feed_file_sample, writing
+from dvis.fileio import atomic_write, writing
 from dvis.modeling.io import save_safetensors
 
 FIELDS = ("pred_embds", "pred_logits", "mask_features", "pred_masks")
@@ -40,12 +40,14 @@ CACHE_VERSION = 1
 
 def fingerprint(segmenter: torch.nn.Module, dataset_files: list[Path], dtype: str,
                 image_roots: list[Path] = ()) -> str:
-    """sha256 over the segmenter's weights, the dataset files' contents, the files under
-    ``image_roots`` (the frames: relative name, size and content, see :func:`feed_file_sample`) and
-    the dtype.
+    """sha256 over the segmenter's weights, the dataset files' contents, the relative names and
+    byte sizes of the files under ``image_roots`` (the frames) and the dtype.
 
     Independent of where the dataset lies and of its timestamps, so that the same data in another
-    folder (a git worktree, a copy, the same synthetic pool generated again) reuses the cache.
+    folder (a git worktree, a copy, the same synthetic pool generated again) reuses the cache. The
+    frames are only listed (one ``stat`` each, cheap at every training start even for tens of
+    thousands of frames), not read: a frame rewritten with other pixels but the same byte size is
+    not noticed; delete the cache folder after such an edit.
     """
     digest = hashlib.sha256(f"v{CACHE_VERSION}:{dtype}".encode())
     for name, tensor in sorted(segmenter.state_dict().items()):
@@ -56,8 +58,8 @@ def fingerprint(segmenter: torch.nn.Module, dataset_files: list[Path], dtype: st
     for root in image_roots:
         for frame in sorted(Path(root).rglob("*")):
             if frame.is_file():
-                size = feed_file_sample(frame, digest)
-                digest.update(f"{frame.relative_to(root).as_posix()}\0{size}\n".encode("utf-8", "surrogateescape"))
+                name = frame.relative_to(root).as_posix()
+                digest.update(f"{name}\0{frame.stat().st_size}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
