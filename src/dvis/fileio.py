@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 from dvis.errors import DataError, OutputWriteError
 
-__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json", "feed_file_sample", "make_dir_beside",
-           "name_problem", "new_temp_file", "read_json", "refuse_url", "relative_path_problem", "shorten",
-           "write_error", "writing"]
+__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json", "feed_file_sample",
+           "make_dir_beside", "name_problem", "new_temp_file", "read_json", "refuse_url", "relative_path_problem",
+           "shorten", "write_error", "writing"]
 
 
 def write_error(path: str | os.PathLike, err: BaseException, what: str | None = None) -> OutputWriteError:
