@@ -360,6 +360,9 @@ def claim(plan: Plan, text: str, better: tuple[str, str], worse: tuple[str, str]
     if result is None:
         return f"- {text}: not measured yet."
     diff, wins, n = result
+    if n < len(plan.seeds):  # a row still being measured: no verdict from part of its seeds
+        return (f"- {text}: **not settled** ({n} of {len(plan.seeds)} seeds measured so far; {key} {diff:+.1f} "
+                f"points on average, better in {wins} of {n}).")
     verdict = "holds" if wins == n and diff > 0 else ("does not hold" if wins == 0 else "mixed")
     return f"- {text}: **{verdict}** ({key} {diff:+.1f} points on average; better in {wins} of {n} seeds)."
 
