@@ -58,6 +58,12 @@ TRACKERS = (
     # not a row of the paper: DVIS's tracker trained with DVIS++'s "hard" denoising (issue 13.5)
     Variant("match-noise", "tracker", ("model.tracker.match_noise=0.5",),
             "DVIS trained with DVIS++'s hard denoising (match_noise 0.5)"),
+    # issue 13.5 recipe trials for the shipped model (seed 0 only; chosen on the validation split)
+    Variant("match-noise-0.8", "tracker", ("model.tracker.match_noise=0.8",),
+            "hard denoising, match_noise 0.8"),
+    Variant("match-noise-long", "tracker", ("model.tracker.match_noise=0.5", "solver.max_iter=6000",
+                                            "solver.steps=[4800]"),
+            "hard denoising 0.5, 6000 iterations"),
 )
 REFINERS = (  # all on the seed's "dvis" tracker
     Variant("refiner", "refiner", (), "full refiner"),
@@ -133,7 +139,8 @@ def eval_job(plan: Plan, model: Path, name: str, seed: int | None, label: str, m
 # variants one at a time with all their seeds, the paper's strongest claims first, so that an
 # interrupted or time-limited run leaves complete rows (every seed) rather than single-seed ones.
 PRIORITY = ("dvis", "refiner", "standard-ca", "no-long-term", "init-zero", "match-noise", "match-noise-refiner",
-            "init-previous", "release-matching", "no-short-term", "no-cross-attention", "init-unmatched")
+            "init-previous", "release-matching", "no-short-term", "no-cross-attention", "init-unmatched",
+            "match-noise-0.8", "match-noise-long")
 
 
 def build_jobs(plan: Plan) -> list[Job]:
