@@ -75,6 +75,29 @@ def test_cache_key_follows_the_data_not_its_folder_or_timestamps(tmp_path, synth
     assert key(copy) != key(synthetic_root)
 
 
+def test_cache_key_frame_listing_is_the_rglob_formula(tmp_path):
+    """The one-walk listing gives the key earlier versions computed with sorted(rglob) (existing
+    caches stay valid), including names that sort differently as strings and as path parts."""
+    import hashlib
+
+    root = tmp_path / "frames"
+    for name in ("a/1.jpg", "a-b/2.jpg", "a.b/3.jpg", "a/b/4.jpg", "z.jpg", "a/0 x.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x" * len(name))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "hidden.jpg").write_bytes(b"y")
+    (root / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # not followed, like rglob
+    segmenter = torch.nn.Linear(2, 2)
+    digest = hashlib.sha256(b"v1:float16")
+    for name, tensor in sorted(segmenter.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    for frame in sorted(root.rglob("*")):
+        if frame.is_file():
+            digest.update(f"{frame.relative_to(root).as_posix()}\0{frame.stat().st_size}\n".encode())
+    assert fingerprint(segmenter, [], "float16", [root]) == digest.hexdigest()
+
+
 def test_float16_cache_is_close_and_auto_follows_augmentation(tmp_path, synthetic_root):
     init = saved_model(tmp_path / "init", ("segmenter",))
     auto = Trainer(make_config("tracker", synthetic_root, tmp_path / "a", init, cache={"enabled": "auto"}), "tracker",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -56,11 +57,26 @@ def fingerprint(segmenter: torch.nn.Module, dataset_files: list[Path], dtype: st
     for path in dataset_files:
         digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     for root in image_roots:
-        for frame in sorted(Path(root).rglob("*")):
-            if frame.is_file():
-                name = frame.relative_to(root).as_posix()
-                digest.update(f"{name}\0{frame.stat().st_size}\n".encode("utf-8", "surrogateescape"))
+        for parts, size in sorted(_file_sizes(Path(root))):
+            digest.update(f"{'/'.join(parts)}\0{size}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def _file_sizes(root: Path) -> list[tuple[tuple[str, ...], int]]:
+    """(relative path parts, byte size) of every file under ``root``: one ``os.scandir`` walk, one
+    ``stat`` per file. Like ``Path.rglob``, it does not descend into symlinked folders; sorting the
+    parts tuples gives ``rglob``'s ``sorted`` order, so the key is the one earlier versions wrote."""
+    found, folders = [], [(root, ())]
+    while folders:
+        folder, prefix = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                parts = (*prefix, entry.name)
+                if entry.is_dir() and not entry.is_symlink():
+                    folders.append((entry.path, parts))
+                elif entry.is_file():
+                    found.append((parts, entry.stat().st_size))
+    return found
 
 
 class SegmenterCache:
