@@ -77,6 +77,9 @@ REFINERS = (  # all on the seed's "dvis" tracker
 # The full refiner on another tracker variant: the offline half of that variant's chain.
 CHAIN_REFINERS = (
     Variant("match-noise-refiner", "refiner", (), "full refiner on the match-noise tracker", "match-noise"),
+    Variant("match-noise-0.8-refiner", "refiner", (), "full refiner on the match-noise-0.8 tracker", "match-noise-0.8"),
+    Variant("match-noise-long-refiner", "refiner", (), "full refiner on the match-noise-long tracker",
+            "match-noise-long"),
 )
 VARIANTS = (*TRACKERS, *REFINERS, *CHAIN_REFINERS)
 BASE_TRACKERS = tuple(dict.fromkeys(v.tracker for v in (*REFINERS, *CHAIN_REFINERS)))  # kept in git
@@ -140,7 +143,7 @@ def eval_job(plan: Plan, model: Path, name: str, seed: int | None, label: str, m
 # interrupted or time-limited run leaves complete rows (every seed) rather than single-seed ones.
 PRIORITY = ("dvis", "refiner", "standard-ca", "no-long-term", "init-zero", "match-noise", "match-noise-refiner",
             "init-previous", "release-matching", "no-short-term", "no-cross-attention", "init-unmatched",
-            "match-noise-0.8", "match-noise-long")
+            "match-noise-0.8", "match-noise-long", "match-noise-0.8-refiner", "match-noise-long-refiner")
 
 
 def build_jobs(plan: Plan) -> list[Job]:
@@ -496,7 +499,7 @@ DEMO_DIR = ROOT / "src" / "dvis" / "models" / "synthetic-demo"
 def install_demo(plan: Plan, segmenter_minutes: float, target: Path = DEMO_DIR, chain: str = "dvis",
                  confirm_videos: int = 0) -> Path:
     """Copy seed 0's offline model of one chain (``chain``: a tracker variant with a full refiner
-    trained on it: "dvis", i.e. the plain configs/synthetic/*.yaml recipe, or "match-noise") into the
+    trained on it: "dvis", i.e. the plain configs/synthetic/*.yaml recipe, or the tracker of a chain refiner) into the
     package with classes.json and a model card. ``confirm_videos`` > 0: also evaluate the three modes
     on a fresh split (seed :data:`CONFIRM_SEED`, used for nothing else) and report it in the card, since
     the chain may have been chosen after seeing the held-out split's numbers."""
@@ -779,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
                             help="start no job after this many minutes (running ones finish; rerun to continue)")
     run_parser.add_argument("--override", action="append", metavar="KEY=VALUE",
                             help="a training-config override for every run (e.g. solver.max_iter=10)")
-    sub.choices["install-demo"].add_argument("--chain", default="dvis", choices=["dvis", "match-noise"],
+    chains = ["dvis", *(v.tracker for v in CHAIN_REFINERS)]
+    sub.choices["install-demo"].add_argument("--chain", default="dvis", choices=chains,
                                              help="which tracker (with its full refiner) to ship")
     sub.choices["install-demo"].add_argument("--confirm-videos", type=int, default=0,
                                              help="also evaluate on a fresh split of this many videos (seed 3000)")
