@@ -185,6 +185,13 @@ def test_model_card_states_data_iterations_time_and_metrics(tmp_path):
                                   {"segmenter": segmenter, "tracker": stage, "refiner": stage},
                                   ablations.BY_NAME["match-noise"].overrides)
     assert "configs/synthetic/tracker.yaml model.tracker.match_noise=0.5\n" in noised
+    longer = ablations.model_card(plan, results, {"segmenter": 25.2, "tracker": 6.0, "refiner": 11.4}, 7 * 2**20,
+                                  {"segmenter": segmenter, "tracker": stage, "refiner": stage},
+                                  ablations.BY_NAME["match-noise-long"].overrides, None,
+                                  ablations.BY_NAME["match-noise-long-refiner-2500"].overrides)
+    # every override on the command lines, brackets quoted for a shell
+    assert "tracker.yaml model.tracker.match_noise=0.5 solver.max_iter=6000 'solver.steps=[4800]'\n" in longer
+    assert "refiner.yaml solver.max_iter=2500 'solver.steps=[2000]'\n" in longer
 
 
 def test_a_stored_tracker_is_restored_without_training(tmp_path):
