@@ -59,7 +59,7 @@ TRACKERS = (
     # not a row of the paper: DVIS's tracker trained with DVIS++'s "hard" denoising (issue 13.5)
     Variant("match-noise", "tracker", ("model.tracker.match_noise=0.5",),
             "DVIS trained with DVIS++'s hard denoising (match_noise 0.5)"),
-    # issue 13.5 recipe trials for the shipped model (seed 0 only; chosen on the validation split)
+    # issue 13.5 recipe trials for the shipped model, compared on the validation split (stop 16)
     Variant("match-noise-0.8", "tracker", ("model.tracker.match_noise=0.8",),
             "hard denoising, match_noise 0.8"),
     Variant("match-noise-long", "tracker", ("model.tracker.match_noise=0.5", "solver.max_iter=6000",
